@@ -1,0 +1,1 @@
+//! Load and latency scenarios behind rill bench.

@@ -1,0 +1,1 @@
+//! The chat engine: bots, detached generations, checkpoints, stop, history budget.

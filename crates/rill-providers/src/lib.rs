@@ -1,0 +1,1 @@
+//! Streaming LLM providers: OpenAI-compatible, Anthropic Messages and the offline demo model.

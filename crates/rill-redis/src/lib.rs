@@ -1,0 +1,1 @@
+//! The Redis broker: a Stream per topic for replay, Pub/Sub for live fan-out.

@@ -1,0 +1,69 @@
+//! The HTTP face of rill (axum): health, topics, chats, auth, CORS, TLS/h2, metrics, the page.
+//!
+//! **Invariant:** only this crate knows axum and hyper. It owns no domain logic: it validates
+//! input, calls the hub, the chat engine and the store, and maps their errors to [`ApiError`].
+//!
+//! Entry points: [`app`] builds the router for a given [`AppState`] (tests bind it to port 0);
+//! [`serve`] runs it on a listener until a shutdown token fires, then drains streams.
+
+mod error;
+mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+/// Server settings, validated by the binary before any port is bound.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// How long graceful shutdown waits for in-flight requests after streams were told to go.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace: Duration::from_secs(10) }
+    }
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// Fires on graceful shutdown: every long-lived stream ends when it does.
+    pub shutdown: CancellationToken,
+}
+
+/// The whole router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .fallback(error::not_found_route)
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `state.shutdown` fires, then waits (at most the configured
+/// grace period) for connections to finish.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let grace = state.config.shutdown_grace;
+    let router = app(state);
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = tokio::spawn(server.into_future());
+    shutdown.cancelled().await;
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined.map_err(std::io::Error::other)?,
+        Err(_) => {
+            tracing::warn!(grace_secs = grace.as_secs(), "graceful shutdown timed out; closing the remaining connections");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Chat and message storage on SQLite and PostgreSQL (sqlx), with embedded migrations.

@@ -1,0 +1,1 @@
+//! Test helpers: a fake LLM upstream with fault injection, a TestServer on port 0.

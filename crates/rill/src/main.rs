@@ -1,0 +1,36 @@
+//! The `rill` command line: parse arguments, set up logging, hand off to a subcommand.
+
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// rill: stream live data and LLM chat answers to browsers over Server-Sent Events.
+#[derive(Debug, Parser)]
+#[command(name = "rill", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (defaults: 127.0.0.1:8080, SQLite file rill.db, in-process broker).
+    Serve(Box<config::ServeArgs>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::main(*args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rill: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
