@@ -6,6 +6,7 @@
 //! Entry points: [`app`] builds the router for a given [`AppState`] (tests bind it to port 0);
 //! [`serve`] runs it on a listener until a shutdown token fires, then drains streams.
 
+mod auth;
 mod error;
 mod health;
 
@@ -17,6 +18,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::Principal;
 pub use error::ApiError;
 
 /// Server settings, validated by the binary before any port is bound.
