@@ -51,7 +51,14 @@ pub struct Event {
 
 impl Event {
     pub fn new(topic: Topic, offset: u64, name: Arc<str>, data: Bytes, time_ms: u64) -> Self {
-        Event { topic, offset, name, data, time_ms, frames: Default::default() }
+        Event {
+            topic,
+            offset,
+            name,
+            data,
+            time_ms,
+            frames: Default::default(),
+        }
     }
 }
 
@@ -138,7 +145,9 @@ pub struct Attachment {
 impl Attachment {
     /// Wraps a guard whose `Drop` detaches the sink.
     pub fn new(guard: impl Send + Sync + 'static) -> Self {
-        Attachment { _guard: Box::new(guard) }
+        Attachment {
+            _guard: Box::new(guard),
+        }
     }
 }
 
@@ -183,5 +192,7 @@ pub trait Broker: Send + Sync + 'static {
 /// Whether `name` may be an SSE event name: 1 to [`MAX_EVENT_NAME_LEN`] bytes of visible ASCII
 /// (no spaces, no control characters, so it can never break SSE framing).
 pub fn valid_event_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_EVENT_NAME_LEN && name.bytes().all(|b| b.is_ascii_graphic())
+    !name.is_empty()
+        && name.len() <= MAX_EVENT_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_graphic())
 }

@@ -30,7 +30,8 @@ impl Epoch {
     pub fn new(s: &str) -> Option<Self> {
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         ok.then(|| Epoch(Arc::from(s)))
     }
 
@@ -90,7 +91,11 @@ impl StreamCursor {
         if offsets.is_empty() {
             return None;
         }
-        Some(StreamCursor { epoch, topics_hash, offsets })
+        Some(StreamCursor {
+            epoch,
+            topics_hash,
+            offsets,
+        })
     }
 
     /// Whether this cursor belongs to a connection over exactly `sorted_topics` in `epoch`.
@@ -103,7 +108,12 @@ impl StreamCursor {
 
 impl fmt::Display for StreamCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.epoch, to_base36(u64::from(self.topics_hash)))?;
+        write!(
+            f,
+            "{}.{}",
+            self.epoch,
+            to_base36(u64::from(self.topics_hash))
+        )?;
         for o in &self.offsets {
             write!(f, ".{o}")?;
         }
@@ -167,9 +177,21 @@ mod tests {
 
     #[test]
     fn foreign_ids() {
-        for s in ["", "42", "abc", "a.b", "a.b.", "a.b.x", "A.b.1", "a..1", "a.b.-1", "a.b.+1",
-            "a.zzzzzzzz.1", "a.b.1.", "a.b.99999999999999999999999"]
-        {
+        for s in [
+            "",
+            "42",
+            "abc",
+            "a.b",
+            "a.b.",
+            "a.b.x",
+            "A.b.1",
+            "a..1",
+            "a.b.-1",
+            "a.b.+1",
+            "a.zzzzzzzz.1",
+            "a.b.1.",
+            "a.b.99999999999999999999999",
+        ] {
             assert_eq!(StreamCursor::parse(s), None, "{s:?}");
         }
     }

@@ -37,10 +37,9 @@ impl Topic {
         if name.len() > MAX_TOPIC_LEN {
             return Err(TopicError::TooLong);
         }
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@' | '/')))
-        {
+        if let Some(c) = name.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@' | '/'))
+        }) {
             return Err(TopicError::BadChar(c));
         }
         if name.starts_with('/') || name.ends_with('/') || name.contains("//") {

@@ -1,0 +1,147 @@
+//! The provider interface: a streaming chat completion from an LLM (or the offline demo model).
+
+use std::pin::Pin;
+
+use futures_core::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{Role, Usage};
+
+/// One message of the prompt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// What to ask the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub system: Option<String>,
+    /// The conversation, oldest first, ending with the user's new message.
+    pub messages: Vec<PromptMessage>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+}
+
+/// What a completion stream yields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProviderEvent {
+    /// More text of the answer (never empty).
+    Delta(String),
+    /// The model finished; the last item of a successful stream.
+    Finish {
+        reason: Option<String>,
+        usage: Option<Usage>,
+    },
+}
+
+/// The stream of a completion. Dropping it closes the upstream request: that is how stop works.
+pub type CompletionStream =
+    Pin<Box<dyn Stream<Item = Result<ProviderEvent, ProviderError>> + Send>>;
+
+/// Why a completion failed. `message` is safe to show a user: no keys, no internals.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ProviderError {
+    pub kind: ProviderErrorKind,
+    pub message: String,
+}
+
+/// Machine-readable kinds, also sent as the `code` of `error` events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderErrorKind {
+    /// Could not connect (refused, DNS, TLS).
+    Connect,
+    /// The upstream answered an error status before streaming (4xx other than 429).
+    Rejected,
+    /// Rate limited (429) and the retries ran out.
+    RateLimited,
+    /// The upstream failed (5xx) and the retries ran out.
+    Unavailable,
+    /// No first token, or no next token, in time.
+    Timeout,
+    /// The stream broke or was malformed mid-way.
+    Protocol,
+    /// The upstream sent an error object inside the stream.
+    Upstream,
+    /// The bot is misconfigured (no API key, bad URL).
+    Config,
+}
+
+impl ProviderErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderErrorKind::Connect => "upstream_connect",
+            ProviderErrorKind::Rejected => "upstream_rejected",
+            ProviderErrorKind::RateLimited => "upstream_rate_limited",
+            ProviderErrorKind::Unavailable => "upstream_unavailable",
+            ProviderErrorKind::Timeout => "upstream_timeout",
+            ProviderErrorKind::Protocol => "upstream_protocol",
+            ProviderErrorKind::Upstream => "upstream_error",
+            ProviderErrorKind::Config => "bot_misconfigured",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ProviderError {
+    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
+        ProviderError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A source of streaming completions.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Starts a completion. Retries before the first token (connection errors, 429, 5xx) happen
+    /// inside; once this returns a stream, nothing is retried. Timeouts (connect, first token,
+    /// idle between tokens) surface as [`ProviderErrorKind::Timeout`] items of the stream.
+    async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError>;
+}
+
+/// Which provider implementation a bot uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp, LM Studio, ...).
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+    /// The built-in offline model.
+    Demo,
+}
+
+/// A configured bot (persona): who answers, with what model and instructions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub provider: ProviderKind,
+    /// The API's base URL (e.g. `https://api.openai.com/v1`); the provider's default when absent.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The *name* of the environment variable holding the API key; the key itself is never in
+    /// a file, a log line or an API answer.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    pub model: String,
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}

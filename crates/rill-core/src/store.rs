@@ -1,0 +1,103 @@
+//! The storage interface for chats and messages, implemented by `rill-store` on SQLite and
+//! PostgreSQL.
+//!
+//! Ownership is part of every query: a chat of another user is reported exactly like a chat that
+//! does not exist, so the HTTP layer answers 404 without ever learning it exists.
+
+use crate::chat::{Chat, Message, NewMessage, Outcome, Page, PageCursor};
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The chat already has a message `streaming` (one generation at a time per chat): 409.
+    #[error("a generation is already running in this chat")]
+    Busy,
+    /// The chat or message does not exist (or is not the caller's).
+    #[error("not found")]
+    NotFound,
+    /// The database failed or is unreachable; details for the log only.
+    #[error("storage failed: {0}")]
+    Backend(String),
+}
+
+/// Storage of chats and messages.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a chat for `user_id` with `bot_id`.
+    async fn create_chat(&self, user_id: &str, bot_id: &str) -> Result<Chat, StoreError>;
+
+    /// The chat, if it exists and belongs to `user_id`.
+    async fn get_chat(&self, user_id: &str, chat_id: &str) -> Result<Option<Chat>, StoreError>;
+
+    /// `user_id`'s chats, newest first, optionally of one bot only; `before` from a previous page.
+    async fn list_chats(
+        &self,
+        user_id: &str,
+        bot_id: Option<&str>,
+        before: Option<PageCursor>,
+        limit: u32,
+    ) -> Result<Page<Chat>, StoreError>;
+
+    /// Deletes the chat and its messages. `false` when it did not exist or is not `user_id`'s.
+    async fn delete_chat(&self, user_id: &str, chat_id: &str) -> Result<bool, StoreError>;
+
+    /// Sets the chat's title if it has none yet (derived from the first user message).
+    async fn set_title_if_empty(&self, chat_id: &str, title: &str) -> Result<(), StoreError>;
+
+    /// Inserts a message. A `Streaming` message in a chat that already has one fails with
+    /// [`StoreError::Busy`] (enforced by the database, so it holds across instances).
+    async fn insert_message(&self, message: NewMessage) -> Result<Message, StoreError>;
+
+    /// Inserts the user message and the assistant's `Streaming` placeholder in one transaction:
+    /// either both exist or neither (and [`StoreError::Busy`] if a generation is running).
+    async fn insert_exchange(
+        &self,
+        user: NewMessage,
+        assistant: NewMessage,
+    ) -> Result<(Message, Message), StoreError>;
+
+    /// A message by id (no ownership check: callers reach messages through an owned chat).
+    async fn get_message(&self, message_id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// History: one page of the chat's messages, oldest to newest within the page, strictly
+    /// older than `before` when given; `next_before` points at the next older page.
+    async fn list_messages(
+        &self,
+        chat_id: &str,
+        before: Option<PageCursor>,
+        limit: u32,
+    ) -> Result<Page<Message>, StoreError>;
+
+    /// Saves the text of a `Streaming` message so far, and the broker offset of the last event
+    /// it includes. Ignored when the message is no longer `Streaming`.
+    async fn checkpoint(
+        &self,
+        message_id: &str,
+        content: &str,
+        offset: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Writes the final state of a `Streaming` message. Returns `false` (and changes nothing)
+    /// when it was no longer `Streaming`, so a generation and a lease reaper never both finish it.
+    async fn finish(&self, message_id: &str, outcome: &Outcome) -> Result<bool, StoreError>;
+
+    /// The checkpoint offset saved with the last [`Store::checkpoint`] of a message.
+    async fn checkpoint_offset(&self, message_id: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Records that `owner` (an instance id) runs the generation of `message_id` until
+    /// `until_ms` (Unix ms); called again to renew.
+    async fn renew_lease(
+        &self,
+        message_id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// `Streaming` messages whose lease ended before `now_ms`, or that have no lease and belong
+    /// to `owner` (the messages a crashed previous run of this instance left behind). With
+    /// `owner` `None`: every `Streaming` message (single-instance start-up recovery).
+    async fn orphaned(&self, now_ms: i64, owner: Option<&str>) -> Result<Vec<Message>, StoreError>;
+
+    /// Whether the database answers (`/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
