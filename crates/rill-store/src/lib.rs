@@ -1,1 +1,170 @@
 //! Chat and message storage on SQLite and PostgreSQL (sqlx), with embedded migrations.
+//!
+//! [`connect`] picks the backend by the URL's scheme, runs the migrations and returns the
+//! [`Store`] the rest of rill programs against. Both backends run the same SQL (`sql.rs`) and
+//! the same logic (`backend.rs`); only the migrations differ. See `docs/storage.md` for the
+//! schema and the guarantees.
+//!
+//! **Invariant:** the database enforces "one `streaming` message per chat" (a partial unique
+//! index), so it holds across rill instances, and a message leaves `streaming` exactly once
+//! (every write to it is conditional on `status = 'streaming'`).
+
+mod backend;
+mod rows;
+mod sql;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rill_core::{Store, StoreError};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use backend::MAX_PAGE_LIMIT;
+
+/// The default database: a `rill.db` file in the working directory, created if missing.
+pub const DEFAULT_URL: &str = "sqlite://rill.db?mode=rwc";
+
+/// How long [`connect`] waits for the database before giving up: start-up fails fast and says
+/// why rather than hanging on an unreachable host.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a SQLite writer waits for another writer's lock before failing. Writes are short
+/// (one row or two), so this is only reached when something is badly wrong.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SQLite pool size: WAL lets readers run beside the one writer; more connections than this
+/// only queue on the write lock.
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+
+/// PostgreSQL pool size per instance: enough for checkpoints of many generations and history
+/// reads at once, small enough that several instances stay under the server's default
+/// `max_connections` (100).
+const PG_MAX_CONNECTIONS: u32 = 16;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static PG_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Opens the store at `url` and brings its schema up to date.
+///
+/// `sqlite://path?mode=rwc` (or `sqlite::memory:`) selects SQLite, `postgres://` or
+/// `postgresql://` PostgreSQL. Fails within about [`CONNECT_TIMEOUT`] with a message naming the
+/// database (never its password) when the URL is invalid, the scheme unknown, the database
+/// unreachable or a migration fails.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    let target = redact(url);
+    // The pool's acquire timeout bounds the first connection already; this outer bound also
+    // covers migrations waiting on a lock held by another instance.
+    let connecting = async {
+        match scheme {
+            "sqlite" => connect_sqlite(url, &target).await,
+            "postgres" | "postgresql" => connect_postgres(url, &target).await,
+            _ => Err(StoreError::Backend(format!(
+                "unsupported database URL `{target}`: use sqlite://FILE?mode=rwc or \
+                 postgres://USER@HOST/DB"
+            ))),
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT * 2, connecting)
+        .await
+        .map_err(|_| {
+            StoreError::Backend(format!(
+                "database {target} did not answer within {}s",
+                (CONNECT_TIMEOUT * 2).as_secs()
+            ))
+        })?
+}
+
+async fn connect_sqlite(url: &str, target: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let mut options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Backend(format!("invalid SQLite URL `{target}`: {e}")))?
+        .journal_mode(SqliteJournalMode::Wal)
+        // In WAL mode NORMAL never corrupts the file; a power cut (not a process crash) may
+        // lose the last commits. Checkpoints every few hundred ms make FULL's fsync per write
+        // too costly for that.
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    if !url.contains("mode=") {
+        // `sqlite://rill.db` means "this file", created on first start like the default.
+        options = options.create_if_missing(true);
+    }
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let pool = if in_memory {
+        // An in-memory database lives as long as one connection to it: keep exactly one, forever.
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
+    }
+    .acquire_timeout(CONNECT_TIMEOUT)
+    .connect_with(options)
+    .await
+    .map_err(|e| StoreError::Backend(format!("cannot open SQLite database {target}: {e}")))?;
+    SQLITE_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Backend(format!("migrating SQLite database {target}: {e}")))?;
+    tracing::info!(database = %target, "storage ready (SQLite)");
+    Ok(Arc::new(backend::SqliteStore::new(pool)))
+}
+
+async fn connect_postgres(url: &str, target: &str) -> Result<Arc<dyn Store>, StoreError> {
+    // sqlx's parse errors can quote the URL; ours names it without the password.
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|_| StoreError::Backend(format!("invalid PostgreSQL URL `{target}`")))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(PG_MAX_CONNECTIONS)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL {target}: {e}")))?;
+    PG_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Backend(format!("migrating PostgreSQL database {target}: {e}")))?;
+    tracing::info!(database = %target, "storage ready (PostgreSQL)");
+    Ok(Arc::new(backend::PgStore::new(pool)))
+}
+
+/// The URL without password or query (which may carry `password=`), for messages and logs.
+fn redact(url: &str) -> String {
+    // SQLite URLs (`sqlite://rill.db`, `sqlite::memory:`) carry no credentials, only a path.
+    if url.starts_with("sqlite:") {
+        return url.to_owned();
+    }
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.has_host() => {
+            // Both only fail for URLs that cannot have credentials, which is fine to ignore.
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        _ => "(unparsable URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_drops_password_and_query() {
+        assert_eq!(
+            redact("postgres://rill:s3cret@db.example:5432/rill?password=x&sslmode=require"),
+            "postgres://rill@db.example:5432/rill"
+        );
+        assert!(!redact("postgresql://u:p@h/d").contains(":p@"));
+        assert_eq!(
+            redact("sqlite://rill.db?mode=rwc"),
+            "sqlite://rill.db?mode=rwc"
+        );
+        assert_eq!(redact("not a url at all"), "(unparsable URL)");
+    }
+}

@@ -1,0 +1,98 @@
+//! The SQL of the store, one text for both backends.
+//!
+//! SQLite accepts PostgreSQL's `$1` placeholders and both speak `RETURNING`, so every statement
+//! here runs unchanged on either; only the migrations differ (column types, identity columns).
+
+/// The columns of a chat, in the order of [`crate::rows::ChatRow`].
+macro_rules! chat_cols {
+    () => {
+        "seq, id, user_id, bot_id, title, created_at, updated_at"
+    };
+}
+
+/// The columns of a message, in the order of [`crate::rows::MessageRow`].
+macro_rules! message_cols {
+    () => {
+        "seq, id, chat_id, role, content, status, finish_reason, input_tokens, output_tokens, \
+         error, bot_id, model, created_at, updated_at"
+    };
+}
+
+pub(crate) const INSERT_CHAT: &str = concat!(
+    "INSERT INTO chats (id, user_id, bot_id, title, created_at, updated_at) \
+     VALUES ($1, $2, $3, NULL, $4, $4) RETURNING ",
+    chat_cols!()
+);
+
+pub(crate) const GET_CHAT: &str = concat!(
+    "SELECT ",
+    chat_cols!(),
+    " FROM chats WHERE id = $1 AND user_id = $2"
+);
+
+/// `$2` is the exclusive upper seq bound, `$3` the row count.
+pub(crate) const LIST_CHATS: &str = concat!(
+    "SELECT ",
+    chat_cols!(),
+    " FROM chats WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+);
+
+/// A separate statement rather than `($4 IS NULL OR bot_id = $4)`, so each can use its index.
+pub(crate) const LIST_CHATS_OF_BOT: &str = concat!(
+    "SELECT ",
+    chat_cols!(),
+    " FROM chats WHERE user_id = $1 AND seq < $2 AND bot_id = $4 ORDER BY seq DESC LIMIT $3"
+);
+
+pub(crate) const DELETE_CHAT: &str = "DELETE FROM chats WHERE id = $1 AND user_id = $2";
+
+pub(crate) const SET_TITLE_IF_EMPTY: &str =
+    "UPDATE chats SET title = $2 WHERE id = $1 AND title IS NULL";
+
+pub(crate) const TOUCH_CHAT: &str = "UPDATE chats SET updated_at = $2 WHERE id = $1";
+
+pub(crate) const INSERT_MESSAGE: &str = concat!(
+    "INSERT INTO messages (id, chat_id, role, content, status, bot_id, model, created_at, \
+     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING ",
+    message_cols!()
+);
+
+pub(crate) const GET_MESSAGE: &str =
+    concat!("SELECT ", message_cols!(), " FROM messages WHERE id = $1");
+
+/// `$2` is the exclusive upper seq bound, `$3` the row count; newest first.
+pub(crate) const LIST_MESSAGES: &str = concat!(
+    "SELECT ",
+    message_cols!(),
+    " FROM messages WHERE chat_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+);
+
+pub(crate) const CHECKPOINT: &str = "UPDATE messages SET content = $2, checkpoint_offset = $3, \
+     updated_at = $4 WHERE id = $1 AND status = 'streaming'";
+
+/// The lease ends with the generation, so a finished message never looks leased.
+pub(crate) const FINISH: &str = "UPDATE messages SET status = $2, content = $3, \
+     finish_reason = $4, input_tokens = $5, output_tokens = $6, error = $7, updated_at = $8, \
+     lease_owner = NULL, lease_until = NULL WHERE id = $1 AND status = 'streaming'";
+
+pub(crate) const CHECKPOINT_OFFSET: &str = "SELECT checkpoint_offset FROM messages WHERE id = $1";
+
+pub(crate) const RENEW_LEASE: &str = "UPDATE messages SET lease_owner = $2, lease_until = $3 \
+     WHERE id = $1 AND status = 'streaming'";
+
+/// Oldest first, so recovery finishes messages in the order they were started.
+pub(crate) const ORPHANED_ALL: &str = concat!(
+    "SELECT ",
+    message_cols!(),
+    " FROM messages WHERE status = 'streaming' ORDER BY seq"
+);
+
+/// `$1` is now, `$2` the owner.
+pub(crate) const ORPHANED_OF_OWNER: &str = concat!(
+    "SELECT ",
+    message_cols!(),
+    " FROM messages WHERE status = 'streaming' AND (lease_until < $1 \
+     OR (lease_until IS NULL AND lease_owner = $2)) ORDER BY seq"
+);
+
+pub(crate) const PING: &str = "SELECT 1";
