@@ -1,1 +1,340 @@
 //! The Redis broker: a Stream per topic for replay, Pub/Sub for live fan-out.
+//!
+//! [`RedisBroker`] implements [`rill_core::Broker`] so that several rill instances share every
+//! topic: any instance can publish, any instance can replay a topic's log by offset, and every
+//! instance receives every event live. The key layout is in `keys.rs`, the atomic publish and
+//! read in `scripts.rs`, the live feed in `feed.rs`; `docs/scale-out.md` states the guarantees.
+//!
+//! The client is redis-rs (`redis`), chosen over `fred` because it is the most used and best
+//! kept Rust client and has what this broker needs and no more: a `ConnectionManager` that
+//! reconnects the command connection by itself with a bounded backoff and per-command
+//! timeouts, `Script` (EVALSHA that reloads the script after a Redis restart), and RESP3
+//! connections with a push hook (`AsyncPushSender`) that hands us each Pub/Sub message right in
+//! the connection's reader, which lets us dispatch without an extra queue and issue SSUBSCRIBE
+//! (sharded Pub/Sub) as a plain command. Its own automatic re-subscription is not used: we must
+//! know when the feed was cut, to tell the sinks (`Sink::interrupted`), so the Pub/Sub
+//! connection's reconnect loop is ours.
+
+mod config;
+mod feed;
+mod keys;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, Value};
+use rill_core::{
+    Attachment, Broker, BrokerError, Epoch, Event, LogRead, NewEvent, Published, Sink, Topic,
+};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use config::{ConfigError, ConnectError, RedisBrokerConfig};
+
+use feed::{Feed, FeedSettings, PubSubMode, parse_u64};
+use keys::Keys;
+use scripts::Scripts;
+
+/// The most events one `read` returns, whatever the caller asks: bounds one script's run time
+/// and reply size (Redis is single-threaded; a huge XRANGE stalls every instance).
+const MAX_READ: usize = 10_000;
+
+/// A [`Broker`] backed by Redis. Cheap to clone; every clone shares the connections.
+///
+/// Dropping the last clone stops the Pub/Sub task (attachments still alive stop receiving).
+#[derive(Clone, Debug)]
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Commands (publish, read, epoch): a multiplexed connection that reconnects by itself.
+    conn: ConnectionManager,
+    keys: Keys,
+    scripts: Scripts,
+    feed: Arc<Feed>,
+    mode: PubSubMode,
+    retention_count: String,
+    /// Retention age in ms as the scripts take it ("0": none).
+    retention_age_ms: String,
+    command_timeout: Duration,
+    /// Stops the Pub/Sub task when the broker goes away.
+    _stop: DropGuard,
+}
+
+impl RedisBroker {
+    /// Connects to Redis, fails within `connect_timeout` (plus one command timeout) when it
+    /// cannot, and starts the live feed.
+    pub async fn connect(config: RedisBrokerConfig) -> Result<Self, ConnectError> {
+        let url = config.validate()?;
+        let shown = config::redacted(&url);
+        let unreachable = |reason: String| ConnectError::Unreachable {
+            url: shown.clone(),
+            reason,
+        };
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| ConnectError::Config(ConfigError::BadUrl(e.to_string())))?;
+        // RESP3 for the push hook that sharded Pub/Sub on a multiplexed connection needs.
+        let redis_settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(redis_settings);
+        let client = Client::open(info).map_err(|e| unreachable(e.to_string()))?;
+
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(config.max_reconnect_delay);
+        let conn = tokio::time::timeout(
+            config.connect_timeout,
+            ConnectionManager::new_with_config(client.clone(), manager_config),
+        )
+        .await
+        .map_err(|_| unreachable(format!("no answer within {:?}", config.connect_timeout)))?
+        .map_err(|e| unreachable(e.to_string()))?;
+
+        let mode = if config.sharded_pubsub && server_major(&conn, &config).await? >= 7 {
+            PubSubMode::Sharded
+        } else {
+            PubSubMode::Classic
+        };
+        let cancel = CancellationToken::new();
+        let settings = FeedSettings {
+            mode,
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            max_reconnect_delay: config.max_reconnect_delay,
+            ping_interval: config.ping_interval,
+            client_name: format!("{}feed", config.key_prefix),
+        };
+        let feed = tokio::time::timeout(
+            config.connect_timeout,
+            feed::start(client, settings, cancel.clone()),
+        )
+        .await
+        .map_err(|_| unreachable("the Pub/Sub connection timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+
+        let broker = RedisBroker {
+            inner: Arc::new(Inner {
+                conn,
+                keys: Keys::new(&config.key_prefix),
+                scripts: Scripts::new(),
+                feed,
+                mode,
+                retention_count: config.retention_count.to_string(),
+                retention_age_ms: config
+                    .retention_age
+                    .map_or(0, |a| a.as_millis())
+                    .to_string(),
+                command_timeout: config.command_timeout,
+                _stop: cancel.drop_guard(),
+            }),
+        };
+        let epoch = broker
+            .epoch()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        broker.inner.feed.set_epoch(epoch.clone());
+        tracing::info!(url = %shown, %epoch, pubsub = ?mode, "Connected to Redis.");
+        Ok(broker)
+    }
+
+    /// Whether live events currently flow (the Pub/Sub connection is up).
+    pub fn live_feed_connected(&self) -> bool {
+        self.inner.feed.is_connected()
+    }
+
+    /// Runs a command with the broker's bound, mapping every failure to `Unavailable`.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, BrokerError> {
+        let mut conn = self.inner.conn.clone();
+        match tokio::time::timeout(
+            self.inner.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, what, "A Redis command failed.");
+                Err(BrokerError::Unavailable(format!(
+                    "Redis {what} failed: {e}"
+                )))
+            }
+            Err(_) => {
+                tracing::warn!(what, "A Redis command timed out.");
+                Err(BrokerError::Unavailable(format!(
+                    "Redis did not answer {what} within {:?}",
+                    self.inner.command_timeout
+                )))
+            }
+        }
+    }
+}
+
+/// The server's major version, from `INFO server`.
+async fn server_major(
+    conn: &ConnectionManager,
+    config: &RedisBrokerConfig,
+) -> Result<u32, ConnectError> {
+    let mut c = conn.clone();
+    let info: String = tokio::time::timeout(
+        config.command_timeout,
+        redis::cmd("INFO").arg("server").query_async(&mut c),
+    )
+    .await
+    .map_err(|_| ConnectError::Unreachable {
+        url: String::new(),
+        reason: "INFO timed out".into(),
+    })?
+    .map_err(|e| ConnectError::Unreachable {
+        url: String::new(),
+        reason: e.to_string(),
+    })?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+fn fresh_epoch() -> String {
+    Epoch::from_random(rand::random::<u64>())
+        .as_str()
+        .to_owned()
+}
+
+fn bulk(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn bad_reply(what: &str) -> BrokerError {
+    BrokerError::Unavailable(format!("Redis answered {what} with an unexpected reply"))
+}
+
+fn epoch_of(b: &[u8]) -> Option<Epoch> {
+    std::str::from_utf8(b).ok().and_then(Epoch::new)
+}
+
+#[async_trait::async_trait]
+impl Broker for RedisBroker {
+    async fn epoch(&self) -> Result<Epoch, BrokerError> {
+        let mut inv = self.inner.scripts.epoch.prepare_invoke();
+        inv.key(self.inner.keys.epoch()).arg(fresh_epoch());
+        let e: Vec<u8> = self.run("epoch", inv).await?;
+        epoch_of(&e).ok_or_else(|| bad_reply("epoch"))
+    }
+
+    async fn publish(&self, topic: &Topic, event: NewEvent) -> Result<Published, BrokerError> {
+        let keys = &self.inner.keys;
+        let mut inv = self.inner.scripts.publish.prepare_invoke();
+        inv.key(keys.epoch())
+            .key(keys.seq(topic))
+            .key(keys.log(topic))
+            .arg(fresh_epoch())
+            .arg(event.name.as_bytes())
+            .arg(&event.data[..])
+            .arg(&self.inner.retention_count)
+            .arg(&self.inner.retention_age_ms)
+            .arg(keys.channel(topic))
+            .arg(self.inner.mode.publish_cmd());
+        let reply: Vec<Vec<u8>> = self.run("publish", inv).await?;
+        let [epoch, offset] = reply.as_slice() else {
+            return Err(bad_reply("publish"));
+        };
+        Ok(Published {
+            epoch: epoch_of(epoch).ok_or_else(|| bad_reply("publish"))?,
+            offset: parse_u64(offset).ok_or_else(|| bad_reply("publish"))?,
+        })
+    }
+
+    async fn read(&self, topic: &Topic, after: u64, limit: usize) -> Result<LogRead, BrokerError> {
+        let keys = &self.inner.keys;
+        let limit = limit.min(MAX_READ);
+        // Nothing can follow u64::MAX: ask for no events, still get epoch, head and first.
+        let (start, limit) = match after.checked_add(1) {
+            Some(s) => (format!("{s}-0"), limit),
+            None => ("0-1".to_owned(), 0),
+        };
+        let mut inv = self.inner.scripts.read.prepare_invoke();
+        inv.key(keys.epoch())
+            .key(keys.seq(topic))
+            .key(keys.log(topic))
+            .arg(fresh_epoch())
+            .arg(start)
+            .arg(limit)
+            .arg(&self.inner.retention_age_ms);
+        let reply: Vec<Value> = self.run("read", inv).await?;
+        let mut it = reply.into_iter().map(bulk);
+        let mut next = || it.next().flatten();
+        let epoch = next()
+            .and_then(|e| epoch_of(&e))
+            .ok_or_else(|| bad_reply("read"))?;
+        let head = next()
+            .and_then(|h| parse_u64(&h))
+            .ok_or_else(|| bad_reply("read"))?;
+        let first = next()
+            .and_then(|f| parse_u64(&f))
+            .ok_or_else(|| bad_reply("read"))?;
+        let mut events = Vec::new();
+        while let Some(offset) = next() {
+            let (Some(name), Some(data), Some(time)) = (next(), next(), next()) else {
+                return Err(bad_reply("read"));
+            };
+            let offset = parse_u64(&offset).ok_or_else(|| bad_reply("read"))?;
+            let time_ms = parse_u64(&time).ok_or_else(|| bad_reply("read"))?;
+            let name = String::from_utf8(name).map_err(|_| bad_reply("read"))?;
+            events.push(Arc::new(Event::new(
+                topic.clone(),
+                offset,
+                Arc::from(name),
+                Bytes::from(data),
+                time_ms,
+            )));
+        }
+        Ok(LogRead {
+            epoch,
+            head,
+            first,
+            events,
+        })
+    }
+
+    async fn attach(&self, topic: &Topic, sink: Arc<dyn Sink>) -> Result<Attachment, BrokerError> {
+        let channel = self.inner.keys.channel(topic);
+        match self
+            .inner
+            .feed
+            .attach(topic, channel, sink, self.inner.command_timeout)
+            .await
+        {
+            Ok(guard) => Ok(Attachment::new(guard)),
+            Err(()) => Err(BrokerError::Unavailable(
+                "the Redis live feed is down (subscribing did not complete)".into(),
+            )),
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        self.inner.feed.is_connected() && self.epoch().await.is_ok()
+    }
+}

@@ -1,1 +1,3 @@
 //! Test helpers: a fake LLM upstream with fault injection, a TestServer on port 0.
+
+pub mod broker_contract;

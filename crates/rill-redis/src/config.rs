@@ -1,0 +1,167 @@
+//! The Redis broker's settings, validated before anything connects.
+
+use std::time::Duration;
+
+/// Settings of a [`crate::RedisBroker`].
+///
+/// Built by the binary from its own configuration; [`RedisBrokerConfig::new`] gives sensible
+/// defaults for everything but the URL.
+#[derive(Clone, Debug)]
+pub struct RedisBrokerConfig {
+    /// `redis://[user:password@]host[:port][/db]` or `unix:///path/to/socket`. The password never
+    /// reaches a log line or an error message.
+    pub url: String,
+    /// Prepended to every key and channel, so several deployments (or tests) can share one Redis.
+    /// Up to 64 chars of ASCII letters, digits and `_ - . : @ /`.
+    pub key_prefix: String,
+    /// How many events each topic's log keeps (the newest ones).
+    pub retention_count: u64,
+    /// How long an event stays in its topic's log; `None` keeps events until `retention_count`
+    /// pushes them out.
+    pub retention_age: Option<Duration>,
+    /// Bound on connecting to Redis, at start-up and on every reconnect attempt.
+    pub connect_timeout: Duration,
+    /// Bound on every command (publish, read, subscribe): past it the call fails with
+    /// `BrokerError::Unavailable` instead of hanging while Redis is away.
+    pub command_timeout: Duration,
+    /// The longest pause between two reconnect attempts (the backoff doubles from 50 ms up to it).
+    pub max_reconnect_delay: Duration,
+    /// How often the Pub/Sub connection is pinged, so a silently dead TCP connection (a host
+    /// gone without a FIN) is noticed within about this time plus `command_timeout`.
+    pub ping_interval: Duration,
+    /// Use sharded Pub/Sub (SPUBLISH/SSUBSCRIBE) when the server has it (Redis 7 and later).
+    /// Only a Redis Cluster gains from it; on one server it behaves like classic Pub/Sub.
+    pub sharded_pubsub: bool,
+}
+
+impl RedisBrokerConfig {
+    /// The defaults: prefix `rill:`, 10 000 events and 24 hours per topic, 5 s bounds.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisBrokerConfig {
+            url: url.into(),
+            key_prefix: "rill:".to_owned(),
+            retention_count: 10_000,
+            retention_age: Some(Duration::from_secs(24 * 3600)),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            max_reconnect_delay: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            sharded_pubsub: true,
+        }
+    }
+}
+
+/// Why a Redis broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid Redis URL: {0}")]
+    BadUrl(String),
+    #[error(
+        "unsupported Redis URL scheme {0:?}: use redis://host:port[/db] or unix:///path/to/socket"
+    )]
+    BadScheme(String),
+    #[error("invalid Redis key prefix {0:?}: up to 64 ASCII letters, digits and _ - . : @ /")]
+    BadPrefix(String),
+    #[error("invalid Redis broker setting: {0}")]
+    BadValue(&'static str),
+}
+
+/// What `RedisBroker::connect` can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Redis did not answer, or answered with an error, within `connect_timeout`. The URL in the
+    /// message has its password removed.
+    #[error("cannot connect to Redis at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+}
+
+/// The URL without its password, for messages and logs.
+pub(crate) fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        // Only fails for URLs that cannot have credentials, which then have none to hide.
+        let _ = u.set_password(Some("***"));
+    }
+    u.to_string()
+}
+
+impl RedisBrokerConfig {
+    /// Checks every field; returns the parsed URL.
+    pub(crate) fn validate(&self) -> Result<url::Url, ConfigError> {
+        let url = url::Url::parse(&self.url).map_err(|e| ConfigError::BadUrl(e.to_string()))?;
+        match url.scheme() {
+            "redis" | "unix" | "redis+unix" => {}
+            other => return Err(ConfigError::BadScheme(other.to_owned())),
+        }
+        let p = &self.key_prefix;
+        let prefix_ok = p.len() <= 64
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:@/".contains(&b));
+        if !prefix_ok {
+            return Err(ConfigError::BadPrefix(p.clone()));
+        }
+        if self.retention_count == 0 {
+            return Err(ConfigError::BadValue("retention_count must be at least 1"));
+        }
+        if self.retention_age.is_some_and(|a| a.as_millis() == 0) {
+            return Err(ConfigError::BadValue("retention_age must be at least 1 ms"));
+        }
+        for (d, what) in [
+            (self.connect_timeout, "connect_timeout must be positive"),
+            (self.command_timeout, "command_timeout must be positive"),
+            (
+                self.max_reconnect_delay,
+                "max_reconnect_delay must be positive",
+            ),
+            (self.ping_interval, "ping_interval must be positive"),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::BadValue(what));
+            }
+        }
+        Ok(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let ok = RedisBrokerConfig::new("redis://127.0.0.1:6379/2");
+        assert!(ok.validate().is_ok());
+        let e = RedisBrokerConfig::new("http://127.0.0.1:6379")
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(e, ConfigError::BadScheme(ref s) if s == "http"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("redis://"));
+        let e = RedisBrokerConfig::new("rediss://h:1")
+            .validate()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::BadScheme(_)));
+        assert!(matches!(
+            RedisBrokerConfig::new("not a url").validate(),
+            Err(ConfigError::BadUrl(_))
+        ));
+        let mut c = RedisBrokerConfig::new("redis://h");
+        c.key_prefix = "a{b}".into();
+        assert!(matches!(c.validate(), Err(ConfigError::BadPrefix(_))));
+        let mut c = RedisBrokerConfig::new("redis://h");
+        c.retention_count = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::BadValue(_))));
+    }
+
+    #[test]
+    fn password_is_redacted() {
+        let u = url::Url::parse("redis://user:s3cret@h:6379/0").unwrap();
+        let r = redacted(&u);
+        assert!(!r.contains("s3cret"), "{r}");
+        assert!(r.contains("user"));
+    }
+}
