@@ -1,0 +1,585 @@
+//! The hub and its per-connection stream sessions: replay from a cursor, then live, with no gap
+//! and no duplicate, written once for every broker.
+//!
+//! How a session stays exact (see also `rill_core::broker`):
+//!
+//! 1. It attaches a sink to every topic *before* reading anything, so no event published from
+//!    then on can be missed: each lands in the connection's queue.
+//! 2. It reads the log from the client's position in each topic and writes what it finds
+//!    (replay), in batches.
+//! 3. It then drains the queue, dropping events at or below the position already written
+//!    (they were replayed). An event beyond `position + 1` means the live feed skipped some
+//!    (the queue lagged, or the broker's feed was interrupted): the session reads the log again
+//!    from its position to fill the gap.
+//! 4. When a position is older than what the log retains, or the cursor is not one of ours, it
+//!    writes `event: reset` for that topic and continues live from the topic's head. Never a
+//!    silent gap.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use rill_core::cursor::topic_set_hash;
+use rill_core::{
+    Attachment, Broker, BrokerError, Epoch, Event, NewEvent, Published, ResetReason, StreamCursor,
+    Topic,
+};
+
+use crate::metrics::HubMetrics;
+use crate::queue::{Item, Queue, TopicSink, WhenFull};
+
+/// Settings of the hub's sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Live events a connection may have waiting before its [`WhenFull`] policy applies.
+    pub queue_capacity: usize,
+    /// Events read from the log per read while replaying (bounds a session's replay memory).
+    pub replay_batch: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            queue_capacity: 512,
+            replay_batch: 256,
+        }
+    }
+}
+
+/// How events are shown in `data:`. Also the index of the frame cache in [`Event::frames`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// Topic streams: `data` is the envelope `{"topic":"<name>","data":<published JSON>}`.
+    Topics = 0,
+    /// Chat streams: `data` is the published JSON itself.
+    Raw = 1,
+}
+
+/// Where a stream starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At each topic's head when the stream opens: only events published from then on.
+    Live,
+    /// From a `Last-Event-ID` sent by the client (header or query). An empty string means
+    /// [`Start::Live`]; an id that is not ours, of another topic set or another epoch gives
+    /// `event: reset` for each topic and continues live.
+    LastEventId(String),
+    /// Strictly after the given offsets (topics not listed start live). The chat engine uses
+    /// this after a snapshot computed at an offset, sent as a [`PreludeEvent`].
+    After(Vec<(Topic, u64)>),
+}
+
+/// An event written first, before anything from the log or the live feed, with the id of the
+/// stream's starting position (e.g. the chat engine's `snapshot`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreludeEvent {
+    pub event: String,
+    /// JSON text, written as is (no envelope, whatever the wire style).
+    pub data: String,
+}
+
+/// What to open: a set of topics, a start, a wire style, a full-queue policy, a prelude.
+#[derive(Clone, Debug)]
+pub struct StreamRequest {
+    /// The topics; the hub sorts them and drops duplicates (the cursor lists them sorted).
+    pub topics: Vec<Topic>,
+    pub start: Start,
+    pub wire: Wire,
+    pub when_full: WhenFull,
+    pub prelude: Vec<PreludeEvent>,
+}
+
+impl StreamRequest {
+    /// A topics stream: envelope data, [`WhenFull::Disconnect`], no prelude.
+    pub fn topics(topics: Vec<Topic>, start: Start) -> Self {
+        StreamRequest {
+            topics,
+            start,
+            wire: Wire::Topics,
+            when_full: WhenFull::Disconnect,
+            prelude: Vec::new(),
+        }
+    }
+}
+
+/// The broker plus the session logic. Cheap to share (`Arc<Hub>`).
+pub struct Hub {
+    broker: Arc<dyn Broker>,
+    config: HubConfig,
+    metrics: Arc<HubMetrics>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub fn new(broker: Arc<dyn Broker>, config: HubConfig) -> Self {
+        Hub {
+            broker,
+            config,
+            metrics: Arc::new(HubMetrics::default()),
+        }
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &HubMetrics {
+        &self.metrics
+    }
+
+    /// Publishes through the broker, counting it.
+    pub async fn publish(&self, topic: &Topic, event: NewEvent) -> Result<Published, BrokerError> {
+        let published = self.broker.publish(topic, event).await?;
+        self.metrics
+            .events_published
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(published)
+    }
+
+    /// The id of an event at `offset` for a stream over `topic` alone (what publish answers).
+    pub fn single_topic_id(epoch: &Epoch, topic: &Topic, offset: u64) -> String {
+        StreamCursor {
+            epoch: epoch.clone(),
+            topics_hash: topic_set_hash(std::slice::from_ref(topic)),
+            offsets: vec![offset],
+        }
+        .to_string()
+    }
+
+    /// Opens a stream session. Sinks are attached before this returns, so nothing published
+    /// after it returns is missed. Errors only when the broker fails (or no topic is given).
+    pub async fn open(&self, request: StreamRequest) -> Result<HubStream, BrokerError> {
+        let mut topics = request.topics;
+        topics.sort();
+        topics.dedup();
+        if topics.is_empty() {
+            return Err(BrokerError::Limit(
+                "a stream needs at least one topic".to_owned(),
+            ));
+        }
+        let queue = Queue::new(
+            self.config.queue_capacity,
+            request.when_full,
+            self.metrics.clone(),
+        );
+        let mut attachments = Vec::with_capacity(topics.len());
+        for (idx, topic) in topics.iter().enumerate() {
+            let sink = Arc::new(TopicSink {
+                queue: queue.clone(),
+                idx,
+            });
+            attachments.push(self.broker.attach(topic, sink).await?);
+        }
+        let epoch = self.broker.epoch().await?;
+
+        let n = topics.len();
+        let mut positions = vec![0; n];
+        let mut catch = vec![Catch::Live; n];
+        let start = match request.start {
+            Start::LastEventId(id) if id.trim().is_empty() => Start::Live,
+            other => other,
+        };
+        match start {
+            Start::Live => {}
+            Start::LastEventId(id) => match StreamCursor::parse(id.trim()) {
+                Some(cursor) if cursor.matches(&epoch, &topics) => {
+                    positions = cursor.offsets;
+                    catch = vec![Catch::Read; n];
+                }
+                Some(cursor)
+                    if cursor.epoch != epoch && cursor.topics_hash == topic_set_hash(&topics) =>
+                {
+                    catch = vec![Catch::Reset(ResetReason::EpochChanged); n];
+                }
+                _ => catch = vec![Catch::Reset(ResetReason::UnknownId); n],
+            },
+            Start::After(list) => {
+                for (topic, offset) in list {
+                    if let Ok(idx) = topics.binary_search(&topic) {
+                        positions[idx] = offset;
+                        catch[idx] = Catch::Read;
+                    }
+                }
+            }
+        }
+        // Live topics start at their head, read after attaching: anything newer is queued.
+        for idx in 0..n {
+            if catch[idx] == Catch::Live {
+                positions[idx] = self.broker.read(&topics[idx], u64::MAX, 0).await?.head;
+            }
+        }
+        let catching_up = catch.iter().any(|c| *c != Catch::Live);
+        queue.set_catching_up(catching_up);
+        self.metrics.open_streams.fetch_add(1, Ordering::Relaxed);
+        let hash = topic_set_hash(&topics);
+        Ok(HubStream {
+            broker: self.broker.clone(),
+            metrics: self.metrics.clone(),
+            queue,
+            _attachments: attachments,
+            id_prefix: id_prefix(&epoch, hash),
+            hash,
+            epoch,
+            topics,
+            positions,
+            catch,
+            catching_up,
+            wire: request.wire,
+            replay_batch: self.config.replay_batch.max(1),
+            prelude: request.prelude,
+            pending: VecDeque::new(),
+            out: Vec::new(),
+            id_buf: String::new(),
+            data_buf: String::new(),
+            ended: false,
+        })
+    }
+}
+
+fn id_prefix(epoch: &Epoch, hash: u32) -> String {
+    // The cursor's own formatting, minus its offsets.
+    let s = StreamCursor {
+        epoch: epoch.clone(),
+        topics_hash: hash,
+        offsets: vec![0],
+    }
+    .to_string();
+    s.strip_suffix(".0").unwrap_or(&s).to_owned()
+}
+
+/// What a topic of a session needs before its live events can be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Catch {
+    /// Nothing: queued events at `position + 1` are written as they come.
+    Live,
+    /// Read the log after the position (resume, or a gap in the live feed).
+    Read,
+    /// Write `event: reset` with this reason and jump to the topic's head.
+    Reset(ResetReason),
+}
+
+/// One connection's stream: call [`HubStream::next`] in a loop and write each chunk.
+///
+/// Dropping it detaches from the broker.
+pub struct HubStream {
+    broker: Arc<dyn Broker>,
+    metrics: Arc<HubMetrics>,
+    queue: Arc<Queue>,
+    _attachments: Vec<Attachment>,
+    /// Sorted, distinct.
+    topics: Vec<Topic>,
+    hash: u32,
+    epoch: Epoch,
+    /// `<epoch>.<topic-set hash>`: every id of this stream starts with it.
+    id_prefix: String,
+    /// The last offset written in each topic (what the next id carries).
+    positions: Vec<u64>,
+    catch: Vec<Catch>,
+    /// Mirrors the queue's flag, to tell it only when it changes.
+    catching_up: bool,
+    wire: Wire,
+    replay_batch: usize,
+    prelude: Vec<PreludeEvent>,
+    /// Items taken from the queue (kept here so a cancelled `next` loses nothing, and so the
+    /// buffer is reused).
+    pending: VecDeque<Item>,
+    /// The chunk being built.
+    out: Vec<u8>,
+    id_buf: String,
+    data_buf: String,
+    ended: bool,
+}
+
+impl std::fmt::Debug for HubStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubStream")
+            .field("topics", &self.topics)
+            .field("positions", &self.positions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for HubStream {
+    fn drop(&mut self) {
+        self.metrics.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl HubStream {
+    /// The stream's topics, sorted.
+    pub fn topics(&self) -> &[Topic] {
+        &self.topics
+    }
+
+    /// The id of the stream's current position (what the last written event carried).
+    pub fn cursor(&self) -> String {
+        StreamCursor {
+            epoch: self.epoch.clone(),
+            topics_hash: self.hash,
+            offsets: self.positions.clone(),
+        }
+        .to_string()
+    }
+
+    /// The next chunk of SSE bytes: everything ready, encoded as one buffer (so one write).
+    /// `None` once the stream has ended (after a final `event: error`, e.g. `slow_consumer`);
+    /// the caller then closes the response.
+    ///
+    /// Cancel-safe: all progress lives in `self`, so it can sit in a `select!` with heartbeats
+    /// and shutdown.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            if !self.prelude.is_empty() {
+                self.write_prelude();
+            }
+            // Replay and resets, one log read at a time so a long replay goes out in chunks.
+            if let Some(idx) = self.catch.iter().position(|c| *c != Catch::Live) {
+                if let Err(error) = self.catch_up(idx).await {
+                    self.fail(&error);
+                }
+                if !self.out.is_empty() {
+                    return Some(self.flush());
+                }
+                continue;
+            }
+            if self.catching_up {
+                self.catching_up = false;
+                self.queue.set_catching_up(false);
+            }
+            let taken = self.queue.take(&mut self.pending);
+            self.write_pending();
+            if taken.overflowed {
+                self.write_error(
+                    "slow_consumer",
+                    "the stream fell too far behind; reconnect with Last-Event-ID to resume",
+                );
+                self.ended = true;
+                return Some(self.flush());
+            }
+            if taken.lagged {
+                self.catch.iter_mut().for_each(|c| *c = Catch::Read);
+            }
+            for idx in taken.interrupted {
+                if self.catch[idx] == Catch::Live {
+                    self.catch[idx] = Catch::Read;
+                }
+            }
+            if self.catch.iter().any(|c| *c != Catch::Live) {
+                self.catching_up = true;
+                self.queue.set_catching_up(true);
+            }
+            if !self.out.is_empty() {
+                return Some(self.flush());
+            }
+            if self.catching_up {
+                continue;
+            }
+            self.queue.wait().await;
+        }
+    }
+
+    fn flush(&mut self) -> Bytes {
+        let cap = self.out.capacity().min(64 * 1024);
+        Bytes::from(std::mem::replace(&mut self.out, Vec::with_capacity(cap)))
+    }
+
+    /// The broker failed: tell the client and end (it reconnects and resumes).
+    fn fail(&mut self, error: &BrokerError) {
+        tracing::warn!(%error, "a stream ends: the broker failed");
+        self.write_error(
+            "broker_unavailable",
+            "the event broker is unavailable; reconnect later",
+        );
+        self.ended = true;
+    }
+
+    fn write_prelude(&mut self) {
+        let prelude = std::mem::take(&mut self.prelude);
+        self.fill_id();
+        for p in &prelude {
+            encode(&mut self.out, Some(&self.id_buf), &p.event, &p.data);
+        }
+    }
+
+    fn write_error(&mut self, code: &str, message: &str) {
+        let data = serde_json::json!({ "code": code, "message": message }).to_string();
+        encode(&mut self.out, None, "error", &data);
+    }
+
+    /// One step of catching up topic `idx`.
+    async fn catch_up(&mut self, idx: usize) -> Result<(), BrokerError> {
+        let topic = self.topics[idx].clone();
+        match self.catch[idx] {
+            Catch::Live => {}
+            Catch::Reset(reason) => {
+                let read = self.broker.read(&topic, u64::MAX, 0).await?;
+                if read.epoch != self.epoch {
+                    self.epoch_changed(read.epoch);
+                    return Ok(());
+                }
+                self.positions[idx] = read.head;
+                self.catch[idx] = Catch::Live;
+                self.write_reset(idx, reason);
+            }
+            Catch::Read => {
+                let pos = self.positions[idx];
+                let read = self.broker.read(&topic, pos, self.replay_batch).await?;
+                if read.epoch != self.epoch {
+                    self.epoch_changed(read.epoch);
+                    return Ok(());
+                }
+                if pos > read.head {
+                    // A position beyond anything published in this epoch: not an id we gave.
+                    self.catch[idx] = Catch::Reset(ResetReason::UnknownId);
+                    return Ok(());
+                }
+                if pos.saturating_add(1) < read.first {
+                    self.positions[idx] = read.head;
+                    self.catch[idx] = Catch::Live;
+                    self.write_reset(idx, ResetReason::Expired);
+                    return Ok(());
+                }
+                let mut replayed = 0;
+                let done = read.events.len() < self.replay_batch;
+                for event in &read.events {
+                    if event.offset > self.positions[idx] {
+                        self.write_event(idx, event);
+                        replayed += 1;
+                    }
+                }
+                self.metrics
+                    .events_replayed
+                    .fetch_add(replayed, Ordering::Relaxed);
+                if done || replayed == 0 || self.positions[idx] >= read.head {
+                    self.catch[idx] = Catch::Live;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker's logs were lost: every position is meaningless; reset every topic.
+    fn epoch_changed(&mut self, epoch: Epoch) {
+        self.id_prefix = id_prefix(&epoch, self.hash);
+        self.epoch = epoch;
+        self.catch
+            .iter_mut()
+            .for_each(|c| *c = Catch::Reset(ResetReason::EpochChanged));
+    }
+
+    /// Writes the queued live events taken from the queue, deduplicating and spotting gaps.
+    fn write_pending(&mut self) {
+        let mut delivered = 0;
+        while let Some(item) = self.pending.pop_front() {
+            let idx = item.idx;
+            if self.catch[idx] != Catch::Live {
+                // A log read is due for this topic; it will cover this event.
+                continue;
+            }
+            let pos = self.positions[idx];
+            if item.event.offset <= pos {
+                continue; // already written (replayed, or before this stream's start)
+            }
+            if item.from != pos + 1 {
+                // A gap (events the live feed skipped), or merged deltas that overlap what was
+                // already written: the log has the exact events.
+                self.catch[idx] = Catch::Read;
+                continue;
+            }
+            self.write_event(idx, &item.event);
+            delivered += 1;
+        }
+        self.metrics
+            .events_delivered
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+
+    fn fill_id(&mut self) {
+        self.id_buf.clear();
+        self.id_buf.push_str(&self.id_prefix);
+        for p in &self.positions {
+            let _ = write!(self.id_buf, ".{p}");
+        }
+    }
+
+    fn write_event(&mut self, idx: usize, event: &Arc<Event>) {
+        self.positions[idx] = event.offset;
+        let wire = self.wire;
+        if self.topics.len() == 1 {
+            // Every single-topic stream of this topic writes the very same bytes for this
+            // event, id included: encode once, share with all of them.
+            let prefix = &self.id_prefix;
+            let frame = event.frames[wire as usize].get_or_init(|| {
+                let mut frame =
+                    Vec::with_capacity(event.data.len() + 64 + event.topic.as_str().len());
+                let id = format!("{prefix}.{}", event.offset);
+                let mut data = String::new();
+                event_data(&mut data, wire, event);
+                encode(&mut frame, Some(&id), &event.name, &data);
+                Bytes::from(frame)
+            });
+            self.out.extend_from_slice(frame);
+        } else {
+            self.fill_id();
+            self.data_buf.clear();
+            event_data(&mut self.data_buf, wire, event);
+            encode(
+                &mut self.out,
+                Some(&self.id_buf),
+                &event.name,
+                &self.data_buf,
+            );
+        }
+    }
+
+    fn write_reset(&mut self, idx: usize, reason: ResetReason) {
+        self.metrics.resets.fetch_add(1, Ordering::Relaxed);
+        self.fill_id();
+        let data = format!(
+            r#"{{"topic":"{}","reason":"{}"}}"#,
+            self.topics[idx],
+            reason.as_str()
+        );
+        encode(&mut self.out, Some(&self.id_buf), "reset", &data);
+    }
+}
+
+/// The `data:` of an event in a wire style. Topic names need no JSON escaping (their charset
+/// has no quote, backslash or control character).
+fn event_data(out: &mut String, wire: Wire, event: &Event) {
+    let data = String::from_utf8_lossy(&event.data);
+    match wire {
+        Wire::Raw => out.push_str(&data),
+        Wire::Topics => {
+            out.reserve(data.len() + event.topic.as_str().len() + 20);
+            out.push_str(r#"{"topic":""#);
+            out.push_str(event.topic.as_str());
+            out.push_str(r#"","data":"#);
+            out.push_str(&data);
+            out.push('}');
+        }
+    }
+}
+
+fn encode(out: &mut Vec<u8>, id: Option<&str>, event: &str, data: &str) {
+    if let Err(error) = rill_sse::encode_event(out, id, Some(event), data) {
+        // Ids and names are validated before they get here; this is a bug, not input.
+        tracing::error!(%error, event, "cannot encode an SSE event; skipped");
+    }
+}
