@@ -2,6 +2,7 @@
 
 mod config;
 mod serve;
+mod sse_cmd;
 
 use std::process::ExitCode;
 
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     /// Run the server (defaults: 127.0.0.1:8080, SQLite file rill.db, in-process broker).
     Serve(Box<config::ServeArgs>),
+    /// SSE wire tools: `rill sse parse` prints the events of an SSE byte stream read on stdin.
+    Sse(sse_cmd::SseArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::main(*args),
+        Command::Sse(args) => sse_cmd::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
