@@ -1,6 +1,9 @@
 //! The client against every scenario of `tests/data/sse-client-http.jsonl` (WHATWG web-platform
 //! tests and LaunchDarkly's SSE contract tests, HTTP level), each over a real local server.
 
+// Helpers shared by the tests panic on a broken setup, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::BTreeSet;

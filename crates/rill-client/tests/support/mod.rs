@@ -5,7 +5,8 @@
 //! well-behaved server library will not do (a 301 without `Location`, a chunked body cut off
 //! mid-chunk, a stream held open with nothing sent, non-ASCII header bytes read back exactly).
 
-#![allow(dead_code, unreachable_pub)]
+// A test helper: a panic is how it reports a broken test setup.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
