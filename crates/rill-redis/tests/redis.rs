@@ -1,6 +1,8 @@
 //! Redis-specific behaviour of the broker: epochs, connection loss, start-up errors,
 //! one subscription per topic, retention by age.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns; a panic is the failure report.
+
 mod common;
 
 use std::sync::Arc;
