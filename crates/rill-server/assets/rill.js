@@ -1,0 +1,234 @@
+// rill.js: a small client for rill's chat API, with no dependencies. Copy it into any frontend.
+//
+//   import { RillClient, ChatStream } from "./rill.js";
+//   const rill = new RillClient();                         // same origin; cookie auth if any
+//   const chat = await rill.createChat("demo");
+//   const stream = new ChatStream(rill, chat.id, {
+//     onEvent: (type, data, id) => console.log(type, data),  // message.created, message.delta, ...
+//     onState: (state) => console.log(state),                // connecting, live, reconnecting, offline
+//     onOpen: (resumed) => {},                               // after every (re)connection
+//   });
+//   await rill.send(chat.id, "Hello!");                      // 202; the answer arrives on the stream
+//
+// fetch does the requests (cookies go along same-origin, so auth mode `jwt` with the
+// `rill_token` cookie works unchanged); EventSource follows the chat's event stream. Nothing here
+// touches the DOM, so it also runs in a worker.
+
+/** An error answered by the API: `{"error":{"code","message"}}` plus the HTTP status. */
+export class RillError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.name = "RillError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** The chat API over fetch. `base` is the server's origin ("" for the page's own). */
+export class RillClient {
+  constructor(base = "") {
+    this.base = base;
+  }
+
+  async request(method, path, body) {
+    const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(this.base + path, init);
+    } catch (e) {
+      throw new RillError(0, "network", "the server cannot be reached");
+    }
+    if (response.status === 204) return null;
+    const json = await response.json().catch(() => null);
+    if (!response.ok) {
+      const err = (json && json.error) || {};
+      throw new RillError(response.status, err.code || "http_" + response.status, err.message || response.statusText);
+    }
+    return json;
+  }
+
+  bots() {
+    return this.request("GET", "/api/bots").then((r) => r.bots);
+  }
+  createChat(bot) {
+    return this.request("POST", "/api/chats", { bot });
+  }
+  /** `{chats: [...newest first], next_before}`. */
+  listChats({ bot, before, limit } = {}) {
+    return this.request("GET", "/api/chats" + query({ bot, before, limit }));
+  }
+  /** The chat plus `generating`: the id of the message being generated, or null. */
+  chat(id) {
+    return this.request("GET", `/api/chats/${enc(id)}`);
+  }
+  deleteChat(id) {
+    return this.request("DELETE", `/api/chats/${enc(id)}`);
+  }
+  /** `{messages: [oldest → newest], next_before}`: pass `next_before` back as `before` for the page before. */
+  messages(chatId, { before, limit } = {}) {
+    return this.request("GET", `/api/chats/${enc(chatId)}/messages` + query({ before, limit }));
+  }
+  /** 202 `{user_message, assistant_message, events_url}`; the answer streams on the chat's events. */
+  send(chatId, content) {
+    return this.request("POST", `/api/chats/${enc(chatId)}/messages`, { content });
+  }
+  /** Answers the last user message again, as a new assistant message (same answer as `send`). */
+  regenerate(chatId) {
+    return this.request("POST", `/api/chats/${enc(chatId)}/regenerate`);
+  }
+  /** Stops the running generation: `{message}` with the text so far, status `stopped`. */
+  stop(chatId) {
+    return this.request("POST", `/api/chats/${enc(chatId)}/stop`);
+  }
+  /** A single-use ticket that opens one event stream, so no long-lived token sits in a URL. */
+  ticket(chatId) {
+    return this.request("POST", `/api/chats/${enc(chatId)}/ticket`);
+  }
+  eventsUrl(chatId, { ticket, lastEventId } = {}) {
+    return `${this.base}/api/chats/${enc(chatId)}/events` + query({ ticket, last_event_id: lastEventId });
+  }
+}
+
+/** The event names of a chat stream. */
+export const CHAT_EVENTS = ["message.created", "message.delta", "message.completed", "snapshot", "error", "reset"];
+
+/**
+ * Follows one chat's event stream, resuming after every drop from the last event id it saw.
+ *
+ * The browser's own EventSource reconnection would reuse the URL, and a ticket opens one stream
+ * only; so on any error this closes the EventSource and opens a new one with a fresh ticket and
+ * `last_event_id` (the id the browser handed us), with a capped, jittered backoff.
+ */
+export class ChatStream {
+  constructor(client, chatId, { onEvent, onState, onOpen } = {}) {
+    this.client = client;
+    this.chatId = chatId;
+    this.onEvent = onEvent || (() => {});
+    this.onState = onState || (() => {});
+    this.onOpen = onOpen || (() => {});
+    this.lastEventId = "";
+    this.state = "";
+    this.attempt = 0;
+    this.opened = false;
+    this.closed = false;
+    this.es = null;
+    this.timer = null;
+    this.online = () => this.retryNow();
+    this.offline = () => this.setState("offline");
+    globalThis.addEventListener?.("online", this.online);
+    globalThis.addEventListener?.("offline", this.offline);
+    this.connect();
+  }
+
+  setState(state, detail) {
+    if (state === this.state) return;
+    this.state = state;
+    this.onState(state, detail);
+  }
+
+  async connect() {
+    if (this.closed) return;
+    this.setState(offline() ? "offline" : this.opened ? "reconnecting" : "connecting");
+    let ticket;
+    try {
+      ticket = (await this.client.ticket(this.chatId)).ticket;
+    } catch (e) {
+      if (this.closed) return;
+      // 401/403/404 will not heal by retrying: the chat is gone or we are signed out.
+      if (e.status === 401 || e.status === 403 || e.status === 404) {
+        this.setState("failed", e);
+        return;
+      }
+      return this.retryLater();
+    }
+    if (this.closed) return;
+    const es = new EventSource(this.client.eventsUrl(this.chatId, { ticket, lastEventId: this.lastEventId }));
+    this.es = es;
+    es.onopen = () => {
+      const resumed = this.opened && this.lastEventId !== "";
+      this.opened = true;
+      this.attempt = 0;
+      this.setState("live");
+      this.onOpen(resumed);
+    };
+    es.onerror = (e) => {
+      // A server-sent `event: error` is a MessageEvent with data; anything else is the connection.
+      if (e instanceof MessageEvent) return;
+      es.close();
+      if (this.es === es) this.retryLater();
+    };
+    for (const type of CHAT_EVENTS) {
+      es.addEventListener(type, (e) => {
+        if (!(e instanceof MessageEvent)) return;
+        if (e.lastEventId) this.lastEventId = e.lastEventId;
+        let data = null;
+        try {
+          data = JSON.parse(e.data);
+        } catch {
+          return;
+        }
+        this.onEvent(type, data, e.lastEventId);
+      });
+    }
+    // The server says it is going away (shutdown, rebalancing): reconnect without waiting for the drop.
+    es.addEventListener("reconnect", () => {
+      es.close();
+      if (this.es === es) this.retryLater(true);
+    });
+  }
+
+  retryLater(soon = false) {
+    if (this.closed) return;
+    this.es = null;
+    this.setState(offline() ? "offline" : this.opened ? "reconnecting" : "connecting");
+    const base = soon ? 100 : Math.min(10_000, 500 * 2 ** Math.min(this.attempt, 5));
+    this.attempt += 1;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), base / 2 + Math.random() * base);
+  }
+
+  /** Back online: try at once rather than when the backoff ends. */
+  retryNow() {
+    if (this.closed || this.es) return;
+    clearTimeout(this.timer);
+    this.attempt = 0;
+    this.connect();
+  }
+
+  /** Starts over without a last event id: the server answers with a `snapshot` of a running generation. */
+  restart() {
+    this.lastEventId = "";
+    if (this.es) this.es.close();
+    this.es = null;
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    if (this.es) this.es.close();
+    this.es = null;
+    globalThis.removeEventListener?.("online", this.online);
+    globalThis.removeEventListener?.("offline", this.offline);
+  }
+}
+
+function offline() {
+  return globalThis.navigator && navigator.onLine === false;
+}
+
+function enc(s) {
+  return encodeURIComponent(s);
+}
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
+  const s = q.toString();
+  return s ? "?" + s : "";
+}
