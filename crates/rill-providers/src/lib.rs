@@ -88,10 +88,7 @@ pub fn build_provider(
             let key = api_key(bot, env)?;
             let mut headers = reqwest::header::HeaderMap::new();
             if let Some((key, name)) = &key {
-                headers.insert(
-                    reqwest::header::AUTHORIZATION,
-                    key.header("Bearer ", name)?,
-                );
+                headers.insert(reqwest::header::AUTHORIZATION, key.header("Bearer ", name)?);
             }
             let upstream = upstream(
                 bot,
