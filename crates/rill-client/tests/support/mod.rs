@@ -177,7 +177,7 @@ impl TestServer {
     }
 
     /// The URL of `path` on this server.
-    pub fn url(&self, path: &str) -> url::Url {
+    pub fn url(&self, path: &str) -> rill_client::Url {
         format!("http://{}{path}", self.addr).parse().unwrap()
     }
 
