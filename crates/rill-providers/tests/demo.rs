@@ -1,5 +1,6 @@
 //! The demo model: deterministic, multi-byte, quoting the prompt, paced as configured and
 //! instant at zero delay; and the default bot list.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns; a panic is the failure report.
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! The OpenAI and Anthropic providers against the fake upstream over real sockets: normal
 //! answers, every injected fault and the error kind or retry behaviour it must give, and the
 //! connection closing when a stream is dropped.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns; a panic is the failure report.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
