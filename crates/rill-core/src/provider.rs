@@ -104,8 +104,10 @@ impl ProviderError {
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
     /// Starts a completion. Retries before the first token (connection errors, 429, 5xx) happen
-    /// inside; once this returns a stream, nothing is retried. Timeouts (connect, first token,
-    /// idle between tokens) surface as [`ProviderErrorKind::Timeout`] items of the stream.
+    /// inside; once this returns a stream, nothing is retried. Failures before the upstream
+    /// answers (connect errors, error statuses, no response headers in time) are returned here;
+    /// after it answered, a timeout (first token, idle), a broken or malformed stream or an
+    /// upstream error object is the stream's last item (an `Err`, after the deltas sent).
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError>;
 }
 
