@@ -73,9 +73,9 @@ pub enum ChatError {
     /// A generation is already running in this chat: 409.
     #[error("a generation is already running in this chat")]
     Busy,
-    /// Nothing to stop or retry: 409.
-    #[error("{0}")]
-    Conflict(&'static str),
+    /// Nothing to stop or retry: 409 with `code`.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: &'static str },
     /// The user's content is not acceptable: 400 (or 413 for `too_long`).
     #[error("{message}")]
     InvalidContent { code: &'static str, message: String },
@@ -253,7 +253,7 @@ impl ChatEngine {
         }
         let page = self.inner.store.list_messages(chat_id, None, 50).await?;
         let Some(question) = page.items.iter().rev().find(|m| m.role == Role::User).cloned() else {
-            return Err(ChatError::Conflict("there is no user message to answer"));
+            return Err(ChatError::Conflict { code: "nothing_to_answer", message: "there is no user message to answer" });
         };
         let assistant_message = self.inner.store.insert_message(self.placeholder(chat_id, &bot)).await?;
         self.claim(&assistant_message).await;
@@ -285,7 +285,7 @@ impl ChatEngine {
             None => {
                 // Maybe another instance runs it: find the streaming message, ask its owner.
                 let Some(streaming) = self.streaming_message(chat_id).await? else {
-                    return Err(ChatError::Conflict("no generation is running in this chat"));
+                    return Err(ChatError::Conflict { code: "not_generating", message: "no generation is running in this chat" });
                 };
                 let control = control_topic(chat_id);
                 let stop = NewEvent { name: Arc::from("stop"), data: bytes::Bytes::from_static(b"{}") };
@@ -508,7 +508,8 @@ impl ChatEngine {
             Running { message: message.clone(), cancel: cancel.clone(), progress: progress.clone(), done: done_rx },
         );
         let inner = self.inner.clone();
-        let span = tracing::info_span!("generation", chat_id = %message.chat_id, message_id = %message.id);
+        // A root span: the generation outlives the request that started it.
+        let span = tracing::info_span!(parent: None, "generation", chat_id = %message.chat_id, message_id = %message.id);
         self.inner.tracker.spawn(tracing::Instrument::instrument(async move {
             let chat_id = message.chat_id.clone();
             let generation = Generation { inner: inner.clone(), provider: bot.provider, message, cancel, progress };
