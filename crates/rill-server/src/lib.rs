@@ -9,6 +9,10 @@
 mod auth;
 mod error;
 mod health;
+mod limits;
+mod metrics;
+pub(crate) mod sse;
+mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::Principal;
 pub use error::ApiError;
+pub use limits::{StreamConfig, StreamLimiter, StreamSlot};
 
 /// Server settings, validated by the binary before any port is bound.
 #[derive(Clone, Debug)]
@@ -27,11 +32,17 @@ pub struct Config {
     pub listen: SocketAddr,
     /// How long graceful shutdown waits for in-flight requests after streams were told to go.
     pub shutdown_grace: Duration,
+    /// Topic and chat streams: heartbeat, retry hint, limits, retention, queue bound.
+    pub streams: StreamConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace: Duration::from_secs(10) }
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace: Duration::from_secs(10),
+            streams: StreamConfig::default(),
+        }
     }
 }
 
@@ -41,12 +52,58 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Fires on graceful shutdown: every long-lived stream ends when it does.
     pub shutdown: CancellationToken,
+    /// The broker and the stream sessions.
+    pub hub: Arc<rill_hub::Hub>,
+    /// Open-stream counters (total and per user).
+    pub streams: Arc<StreamLimiter>,
+}
+
+impl AppState {
+    /// A state with the in-process broker (retention and queue bound from `config.streams`).
+    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Self {
+        let broker = rill_hub::MemoryBroker::new(config.streams.retention);
+        // Publishing and reading prune a topic; this frees topics nobody touches any more.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (broker, shutdown) = (Arc::downgrade(&broker), shutdown.clone());
+            runtime.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = every.tick() => match broker.upgrade() {
+                            Some(broker) => broker.sweep(),
+                            None => return,
+                        },
+                    }
+                }
+            });
+        }
+        let hub = Arc::new(rill_hub::Hub::new(broker, config.streams.hub));
+        Self::with_hub(config, shutdown, hub)
+    }
+
+    /// A state over a given hub (e.g. one on the Redis broker).
+    pub fn with_hub(
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+        hub: Arc<rill_hub::Hub>,
+    ) -> Self {
+        let streams = StreamLimiter::new(&config.streams);
+        AppState {
+            config,
+            shutdown,
+            hub,
+            streams,
+        }
+    }
 }
 
 /// The whole router.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(topics::router())
+        .merge(metrics::router())
         .fallback(error::not_found_route)
         .with_state(state)
 }
@@ -57,14 +114,20 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     let shutdown = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
     let router = app(state);
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(server.into_future());
     shutdown.cancelled().await;
     match tokio::time::timeout(grace, server).await {
         Ok(joined) => joined.map_err(std::io::Error::other)?,
         Err(_) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "graceful shutdown timed out; closing the remaining connections");
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "graceful shutdown timed out; closing the remaining connections"
+            );
             Ok(())
         }
     }

@@ -13,7 +13,10 @@ pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.resolve()?;
     let filter = EnvFilter::try_new(&settings.log)
         .with_context(|| format!("invalid value {:?} for `log`", settings.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -31,8 +34,10 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
     tokio::spawn(signal_shutdown(shutdown.clone()));
 
     tracing::info!(address = %listener.local_addr()?, "rill is listening");
-    let state = rill_server::AppState { config, shutdown };
-    rill_server::serve(listener, state).await.context("the server failed")?;
+    let state = rill_server::AppState::new(config, shutdown);
+    rill_server::serve(listener, state)
+        .await
+        .context("the server failed")?;
     tracing::info!("rill stopped");
     Ok(())
 }

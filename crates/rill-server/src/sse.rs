@@ -1,0 +1,189 @@
+//! The SSE response shared by topic and chat streams: headers, the `retry:` hint, heartbeats,
+//! and the ends (graceful shutdown, maximum duration, credential expiry) with a final event.
+//!
+//! The hub produces ready-made SSE chunks; this module is the transport around them. Every
+//! stream ends when `AppState::shutdown` fires, after a final
+//! `event: error` `{"code":"server_shutdown","reconnect":true}`: without that, axum's graceful
+//! shutdown would wait forever for streams that never end (tokio-rs/axum#2673).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use rill_hub::HubStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits::StreamSlot;
+use crate::{AppState, Principal};
+
+/// Why a stream ends on our side, as sent in the final event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Shutdown,
+    MaxDuration,
+    CredentialExpired,
+}
+
+/// An SSE response over a hub stream (topics or chat), within the caller's stream limits.
+#[allow(dead_code, reason = "the chat routes call it")]
+pub(crate) fn hub_response(state: &AppState, principal: &Principal, stream: HubStream) -> Response {
+    response(state, principal, hub_chunks(stream))
+}
+
+/// An SSE response over a stream of ready-made SSE chunks; the stream ending ends the response.
+/// Refused with 429/503 (JSON) when the caller is at a stream limit.
+#[allow(dead_code, reason = "the chat routes call it")]
+pub(crate) fn response(
+    state: &AppState,
+    principal: &Principal,
+    chunks: impl Stream<Item = Bytes> + Send + 'static,
+) -> Response {
+    match state.streams.acquire(&principal.user) {
+        Ok(slot) => respond(state, principal, slot, chunks),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A hub stream as a `Stream` of chunks.
+pub(crate) fn hub_chunks(stream: HubStream) -> impl Stream<Item = Bytes> + Send + 'static {
+    futures::stream::unfold(stream, |mut stream| async move {
+        stream.next().await.map(|chunk| (chunk, stream))
+    })
+}
+
+/// [`response`] with a slot already taken (the topics handler takes it before opening the hub
+/// stream, so a refused subscriber never attaches).
+pub(crate) fn respond(
+    state: &AppState,
+    principal: &Principal,
+    slot: StreamSlot,
+    chunks: impl Stream<Item = Bytes> + Send + 'static,
+) -> Response {
+    let config = &state.config.streams;
+    let now = Instant::now();
+    let mut deadline: Option<(Instant, End)> = config
+        .max_stream_duration
+        .map(|d| (now + d, End::MaxDuration));
+    if let Some(expires_at) = principal.expires_at {
+        let left = expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if deadline.is_none_or(|(at, _)| now + left < at) {
+            deadline = Some((now + left, End::CredentialExpired));
+        }
+    }
+    let transport = Transport {
+        chunks: Box::pin(chunks),
+        shutdown: state.shutdown.clone(),
+        heartbeat: config.heartbeat.max(Duration::from_millis(1)),
+        last_write: now,
+        deadline,
+        retry_ms: config.retry.as_millis() as u64,
+        started: false,
+        done: false,
+        _slot: slot,
+    };
+    let body = futures::stream::unfold(transport, |mut t| async move {
+        let chunk = t.next().await?;
+        Some((Ok::<_, Infallible>(chunk), t))
+    });
+    let mut response = Body::from_stream(body).into_response();
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+struct Transport {
+    chunks: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+    shutdown: CancellationToken,
+    heartbeat: Duration,
+    last_write: Instant,
+    deadline: Option<(Instant, End)>,
+    retry_ms: u64,
+    started: bool,
+    done: bool,
+    /// Counts this stream against the limits until the body is dropped.
+    _slot: StreamSlot,
+}
+
+impl Transport {
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if !self.started {
+            // The retry hint first, at once: it also flushes the headers through any proxy.
+            self.started = true;
+            let mut out = Vec::with_capacity(16);
+            rill_sse::encode_retry(&mut out, self.retry_ms);
+            out.push(b'\n');
+            return Some(Bytes::from(out));
+        }
+        let deadline = self.deadline;
+        let until_deadline = async move {
+            match deadline {
+                Some((at, why)) => {
+                    tokio::time::sleep_until(at).await;
+                    why
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let beat_at = self.last_write + self.heartbeat;
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Some(self.finish(End::Shutdown)),
+            why = until_deadline => Some(self.finish(why)),
+            chunk = self.chunks.next() => {
+                self.last_write = Instant::now();
+                chunk
+            }
+            () = tokio::time::sleep_until(beat_at) => {
+                self.last_write = Instant::now();
+                Some(Bytes::from_static(b": keep-alive\n\n"))
+            }
+        }
+    }
+
+    fn finish(&mut self, why: End) -> Bytes {
+        self.done = true;
+        let (code, message, reconnect) = match why {
+            End::Shutdown => (
+                "server_shutdown",
+                "the server is shutting down; reconnect to resume",
+                true,
+            ),
+            End::MaxDuration => (
+                "stream_duration",
+                "the stream reached its maximum duration; reconnect to resume",
+                true,
+            ),
+            End::CredentialExpired => (
+                "credential_expired",
+                "the credential of this stream expired; renew it and reconnect",
+                false,
+            ),
+        };
+        let data = serde_json::json!({ "code": code, "message": message, "reconnect": reconnect })
+            .to_string();
+        let mut out = Vec::with_capacity(data.len() + 32);
+        // No id: the client's Last-Event-ID stays that of the last event it really got.
+        let _ = rill_sse::encode_event(&mut out, None, Some("error"), &data);
+        Bytes::from(out)
+    }
+}

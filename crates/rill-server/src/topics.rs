@@ -1,0 +1,308 @@
+//! The topics API: publish (`POST /api/topics/{topic}/events`) and subscribe
+//! (`GET /api/events?topic=...`), documented in docs/api.md.
+//!
+//! Every check happens before anything is published or attached, so bad input never changes
+//! state; every refusal is an [`ApiError`].
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use rill_core::broker::valid_event_name;
+use rill_core::{BrokerError, NewEvent, Topic};
+use rill_hub::{Hub, Start, StreamRequest};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::{ApiError, AppState, Principal, sse};
+
+/// Event names the topics API keeps for its own stream events.
+const RESERVED_EVENT_NAMES: [&str; 2] = ["reset", "error"];
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/topics/{*rest}", only(Method::POST, post(publish)))
+        .route("/api/events", only(Method::GET, get(subscribe)))
+}
+
+/// A route answering other methods with a JSON 405 (and the `Allow` header).
+pub(crate) fn only(allow: Method, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(move || async move {
+        let mut response = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route only accepts {allow}"),
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(allow.as_str()) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        response
+    })
+}
+
+fn bad_topic(name: &str, error: rill_core::TopicError) -> ApiError {
+    ApiError::bad_request("bad_topic", format!("invalid topic {name:?}: {error}"))
+}
+
+/// A topic for the public API: valid, and not reserved for rill's own streams.
+fn public_topic(name: &str) -> Result<Topic, ApiError> {
+    let topic = Topic::new(name).map_err(|e| bad_topic(name, e))?;
+    if topic.is_reserved() {
+        return Err(ApiError::bad_request(
+            "reserved_topic",
+            format!("topic {name:?} is reserved: names starting with '_' belong to rill"),
+        ));
+    }
+    Ok(topic)
+}
+
+fn forbidden(what: &str, topic: &Topic) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("this credential may not {what} topic {topic:?}"),
+    )
+}
+
+fn broker_error(error: BrokerError) -> ApiError {
+    match error {
+        BrokerError::Unavailable(why) => {
+            tracing::warn!(%why, "the broker is unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                "the event broker is unavailable; retry later",
+            )
+        }
+        BrokerError::Limit(why) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_limit", why)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody<'a> {
+    #[serde(default, borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// `POST /api/topics/{topic}/events`.
+async fn publish(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(rest) = path.map_err(|e| {
+        ApiError::bad_request("bad_topic", format!("invalid topic in the path: {e}"))
+    })?;
+    let Some(name) = rest.strip_suffix("/events") else {
+        return Err(ApiError::not_found(
+            "no such route; publish with POST /api/topics/{topic}/events",
+        ));
+    };
+    let topic = public_topic(name)?;
+    if !principal.may_publish(&topic) {
+        return Err(forbidden("publish to", &topic));
+    }
+
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let limits = &state.config.streams;
+    let body = read_body(body, limits.max_body_size()).await?;
+    let parsed: PublishBody<'_> =
+        serde_json::from_slice(&body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::bad_request(
+                "invalid_body",
+                format!("the body must be {{\"event\": \"<name>\", \"data\": <any JSON>}}: {e}"),
+            ),
+            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
+        })?;
+    let event = parsed.event.as_deref().unwrap_or("message");
+    if !valid_event_name(event) {
+        return Err(ApiError::bad_request(
+            "bad_event_name",
+            format!("invalid event name {event:?}: 1 to 64 visible ASCII characters, no spaces"),
+        ));
+    }
+    if RESERVED_EVENT_NAMES.contains(&event) {
+        return Err(ApiError::bad_request(
+            "reserved_event_name",
+            format!("the event name {event:?} is reserved for rill"),
+        ));
+    }
+    let data = parsed.data.get();
+    if data.len() > limits.max_event_size {
+        return Err(event_too_large(limits.max_event_size));
+    }
+    let data = compact_json(data);
+    let new = NewEvent {
+        name: event.into(),
+        data,
+    };
+    let published = state.hub.publish(&topic, new).await.map_err(broker_error)?;
+    let id = Hub::single_topic_id(&published.epoch, &topic, published.offset);
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+}
+
+fn event_too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "event_too_large",
+        format!("the event data is larger than {max} bytes"),
+    )
+}
+
+/// Reads the body, refusing it as soon as it exceeds `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|_| ApiError::bad_request("bad_body", "the request body could not be read"))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Removes the whitespace outside strings of valid JSON when it has line breaks, so every event
+/// is one `data:` line. Written by hand: re-serialising through `serde_json::Value` would
+/// reorder keys and could change numbers; this keeps the published text otherwise as sent.
+fn compact_json(json: &str) -> Bytes {
+    if !json.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return Bytes::copy_from_slice(json.as_bytes());
+    }
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    Bytes::from(out)
+}
+
+/// `GET /api/events?topic=a&topic=b[&last_event_id=...]`.
+async fn subscribe(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query
+        .map_err(|e| ApiError::bad_request("bad_query", format!("invalid query string: {e}")))?;
+    let mut topics = Vec::new();
+    let mut query_id = None;
+    for (key, value) in params {
+        match key.as_str() {
+            "topic" => topics.push(public_topic(&value)?),
+            "last_event_id" => query_id = Some(value),
+            // Credentials (`access_token`, `ticket`) are the auth extractor's; anything else is
+            // ignored so that clients may add cache-busters.
+            _ => {}
+        }
+    }
+    if topics.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_topic",
+            "name at least one topic: /api/events?topic=<name>",
+        ));
+    }
+    topics.sort();
+    topics.dedup();
+    let limits = &state.config.streams;
+    if topics.len() > limits.max_topics {
+        return Err(ApiError::bad_request(
+            "too_many_topics",
+            format!(
+                "{} topics requested; a stream may carry at most {}",
+                topics.len(),
+                limits.max_topics
+            ),
+        ));
+    }
+    if let Some(topic) = topics.iter().find(|t| !principal.may_subscribe(t)) {
+        return Err(forbidden("subscribe to", topic));
+    }
+    // The header wins over the query parameter: `EventSource` keeps the URL it was opened with
+    // and sends the newest id in the header when it reconnects.
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .or(query_id);
+    let start = match last_event_id {
+        Some(id) => Start::LastEventId(id),
+        None => Start::Live,
+    };
+    let slot = state.streams.acquire(&principal.user)?;
+    let stream = state
+        .hub
+        .open(StreamRequest::topics(topics, start))
+        .await
+        .map_err(broker_error)?;
+    Ok(sse::respond(
+        &state,
+        &principal,
+        slot,
+        sse::hub_chunks(stream),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact_json;
+
+    #[test]
+    fn compacts_only_outside_strings() {
+        assert_eq!(
+            &compact_json("{\"a\": 1}")[..],
+            b"{\"a\": 1}",
+            "single-line JSON is kept as sent"
+        );
+        assert_eq!(
+            &compact_json("{\n \"a b\": \"x \\\" \\n y\",\r\n \"c\": [1, 2]\n}")[..],
+            b"{\"a b\":\"x \\\" \\n y\",\"c\":[1,2]}"
+        );
+    }
+}
