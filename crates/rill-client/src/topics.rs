@@ -24,7 +24,8 @@ pub struct TopicsClient {
 /// What the server answers to a publish.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Published {
-    /// The event's id, as subscribers see it.
+    /// The event's id on a stream over this topic alone (a subscriber of several topics sees
+    /// another id, a cursor over all of them); usable as `Last-Event-ID` on such a stream.
     pub id: String,
 }
 

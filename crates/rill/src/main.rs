@@ -1,8 +1,10 @@
 //! The `rill` command line: parse arguments, set up logging, hand off to a subcommand.
 
 mod config;
+mod pub_cmd;
 mod serve;
 mod sse_cmd;
+mod sub_cmd;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,10 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// SSE wire tools: `rill sse parse` prints the events of an SSE byte stream read on stdin.
     Sse(sse_cmd::SseArgs),
+    /// Subscribe to topics (or any SSE endpoint by URL) and print events as they come.
+    Sub(Box<sub_cmd::SubArgs>),
+    /// Publish one event to a topic and print its id.
+    Pub(pub_cmd::PubArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +35,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::main(*args),
         Command::Sse(args) => sse_cmd::main(args),
+        Command::Sub(args) => sub_cmd::main(*args),
+        Command::Pub(args) => pub_cmd::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
