@@ -336,14 +336,17 @@ async fn max_stream_duration_ends_streams_with_a_reconnect_hint() {
 
 /// Opens a subscription on a raw socket with a tiny receive buffer, and never reads it.
 async fn stalled_subscriber(server: &TestServer, topic: &str) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(server.addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stream = socket.connect(server.addr).await.expect("connect");
     let request = format!(
         "GET /api/events?topic={topic} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n\r\n",
         server.addr
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
     stream
 }
 
