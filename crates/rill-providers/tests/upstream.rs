@@ -409,3 +409,18 @@ async fn a_missing_key_is_a_config_error_naming_the_variable() {
     assert_eq!(error.kind, ProviderErrorKind::Config);
     assert!(!error.message.contains("sk-bad"), "{error}");
 }
+
+#[tokio::test]
+async fn dropping_the_stream_before_the_first_token_closes_the_connection_too() {
+    let fake = FakeUpstream::start().await;
+    for (n, (kind, url)) in formats(&fake).into_iter().enumerate() {
+        fake.push(Reply::tokens(["never"]).first_token_delay(Duration::from_secs(60)));
+        let provider = provider(kind, url, &settings());
+        let stream = provider.stream(request("wait")).await.unwrap();
+        drop(stream);
+        assert!(
+            fake.wait_for_disconnects(n + 1, PATIENCE).await,
+            "the fake upstream saw its connection closed ({kind:?})"
+        );
+    }
+}
