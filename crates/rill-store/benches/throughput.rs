@@ -25,7 +25,7 @@ const CHECKPOINTS_EACH: u32 = 100;
 fn report(backend: &str, what: &str, ops: u32, took: Duration) {
     let per_op = took / ops;
     let rate = f64::from(ops) / took.as_secs_f64();
-    println!("{backend:<10} {what:<44} {rate:>9.0} /s  {per_op:>10.1?} each");
+    println!("{backend:<10} {what:<48} {rate:>9.0} /s  {per_op:>10.1?} each");
 }
 
 /// A typical answer's text at checkpoint time: a few hundred tokens of mixed scripts.
