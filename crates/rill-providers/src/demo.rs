@@ -78,7 +78,7 @@ struct Tokens {
     next_at: Instant,
     interval: Duration,
     /// False when both delays are zero: then we never touch the timer, and each token is ready
-    /// as soon as it is asked for.
+    /// as soon as it is asked for (but for a cooperative yield now and then).
     paced: bool,
     finished: bool,
 }
@@ -102,6 +102,10 @@ impl Tokens {
         if self.paced {
             tokio::time::sleep_until(self.next_at).await;
             self.next_at += self.interval;
+        } else {
+            // Always ready, so let the scheduler's budget decide when the consumer's task
+            // should let others run: a benchmark's generations then share the workers.
+            tokio::task::consume_budget().await;
         }
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;

@@ -133,8 +133,10 @@ impl Upstream {
     /// answer arrives. Returns it with the instant its attempt started (the first-token clock).
     pub(crate) async fn open(
         &self,
-        body: &[u8],
+        body: Vec<u8>,
     ) -> Result<(reqwest::Response, Instant), ProviderError> {
+        // Shared, not copied, by every attempt.
+        let body = bytes::Bytes::from(body);
         let max = self.settings.max_attempts.get();
         let mut attempt = 1;
         loop {
@@ -146,7 +148,7 @@ impl Upstream {
                 .headers(self.headers.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(reqwest::header::ACCEPT, "text/event-stream")
-                .body(body.to_vec());
+                .body(body.clone());
             let failure = match timeout_at(deadline, request.send()).await {
                 Err(_) => Failure {
                     error: ProviderError::new(

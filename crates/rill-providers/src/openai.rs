@@ -91,7 +91,7 @@ pub(crate) fn request_body(
 impl Provider for OpenAiProvider {
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError> {
         let body = request_body(&request, &self.defaults)?;
-        let (response, started) = self.upstream.open(&body).await?;
+        let (response, started) = self.upstream.open(body).await?;
         Ok(read_stream(
             &self.upstream,
             response,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use rill_core::chat::{Role, Usage};
 use rill_core::{
     BotConfig, CompletionRequest, CompletionStream, PromptMessage, ProviderEvent, ProviderKind,
@@ -35,18 +35,23 @@ fn request(messages: &[(Role, &str)]) -> CompletionRequest {
     }
 }
 
-/// Reads a stream to its end; every item must be ready on its first poll (no pacing at all).
-fn drain_instantly(mut stream: CompletionStream) -> (Vec<String>, Option<String>, Option<Usage>) {
+/// Reads a stream to its end, checking that no time passes: the tests run on paused time,
+/// which only moves when every task waits on a timer, so any sleep in the demo would show.
+async fn drain_instantly(
+    mut stream: CompletionStream,
+) -> (Vec<String>, Option<String>, Option<Usage>) {
+    let start = tokio::time::Instant::now();
     let mut tokens = Vec::new();
     for _ in 0..100_000 {
-        let item = stream
-            .next()
-            .now_or_never()
-            .expect("with zero delay every item is ready at once");
-        match item {
+        match stream.next().await {
             Some(Ok(ProviderEvent::Delta(text))) => tokens.push(text),
             Some(Ok(ProviderEvent::Finish { reason, usage })) => {
-                assert!(stream.next().now_or_never().unwrap().is_none());
+                assert!(stream.next().await.is_none());
+                assert_eq!(
+                    start.elapsed(),
+                    Duration::ZERO,
+                    "zero delay means no waiting"
+                );
                 return (tokens, reason, usage);
             }
             other => panic!("unexpected item {other:?}"),
@@ -60,10 +65,10 @@ async fn instant_answer(
 ) -> (Vec<String>, Option<String>, Option<Usage>) {
     let settings = ProviderSettings::default().unthrottled_demo();
     let provider = build_provider(&demo_bot(), &no_env, &settings).unwrap();
-    drain_instantly(provider.stream(request).await.unwrap())
+    drain_instantly(provider.stream(request).await.unwrap()).await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn same_prompt_same_answer_with_the_users_message_and_multibyte_text() {
     let prompt = request(&[
         (Role::User, "earlier question"),
@@ -103,7 +108,7 @@ async fn same_prompt_same_answer_with_the_users_message_and_multibyte_text() {
     assert!(usage.input_tokens > 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn different_prompts_give_different_answers() {
     let (a, _, _) = instant_answer(request(&[(Role::User, "안녕하세요 🙂")])).await;
     let (b, _, _) = instant_answer(request(&[(Role::User, "hello")])).await;
@@ -111,7 +116,7 @@ async fn different_prompts_give_different_answers() {
     assert_ne!(a.concat(), b.concat());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn max_tokens_cuts_the_answer_with_reason_length() {
     let mut prompt = request(&[(Role::User, "hi")]);
     prompt.max_tokens = Some(7);
