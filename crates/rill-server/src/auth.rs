@@ -1,19 +1,39 @@
-//! Who is calling, and what they may do: the [`Principal`] extractor.
+//! Who is calling, and what they may do: the [`Principal`] extractor and the [`Auth`] settings.
 //!
 //! Auth mode `none` (the default, for local use) makes every caller the anonymous user with every
 //! right. Mode `jwt` (HS256, RS256, ES256) reads the token from `Authorization: Bearer`, the
 //! `rill_token` cookie or the `access_token` query parameter, or a one-time stream ticket from
-//! `?ticket=`. Tokens and tickets never reach a log line.
+//! `?ticket=` (see [`crate::tickets`]). Tokens and tickets never reach a log line: nothing here
+//! logs a credential, and the request trace redacts those query parameters
+//! ([`redacted_path_and_query`]).
+//!
+//! Token claims: `sub` (the user, required), `exp` (required), `publish` and `subscribe` (arrays
+//! of topic patterns: an exact topic name, `prefix/*` for every topic under `prefix/`, or `*`).
 
+use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
 
 use rill_core::Topic;
 
+use crate::tickets::{TicketError, Tickets};
 use crate::{ApiError, AppState};
+
+/// The cookie that may carry the token (for `EventSource` with `withCredentials`).
+pub(crate) const TOKEN_COOKIE: &str = "rill_token";
+/// The query parameter that may carry the token (`EventSource` cannot set headers).
+pub(crate) const TOKEN_QUERY: &str = "access_token";
+/// The query parameter that carries a stream ticket.
+pub(crate) const TICKET_QUERY: &str = "ticket";
 
 /// The authenticated caller.
 #[derive(Clone, Debug)]
@@ -29,6 +49,43 @@ pub struct Principal {
 enum Grants {
     /// Auth mode `none`: everything is allowed.
     All,
+    /// A token's `publish` and `subscribe` patterns.
+    Patterns { publish: Arc<[Pattern]>, subscribe: Arc<[Pattern]> },
+    /// A stream ticket: subscribe to exactly these topics, publish nothing.
+    Ticket(Arc<[Topic]>),
+}
+
+/// One topic pattern of a token: `*`, `prefix/*` or an exact topic name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pattern {
+    Any,
+    /// Holds `prefix/` (with the slash), so `a/*` matches `a/b` but not `ab` nor `a` itself.
+    Prefix(Box<str>),
+    Exact(Box<str>),
+}
+
+impl Pattern {
+    pub(crate) fn parse(pattern: &str) -> Self {
+        if pattern == "*" {
+            Pattern::Any
+        } else if let Some(prefix) = pattern.strip_suffix('*').filter(|p| p.ends_with('/')) {
+            Pattern::Prefix(prefix.into())
+        } else {
+            Pattern::Exact(pattern.into())
+        }
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Prefix(prefix) => topic.len() > prefix.len() && topic.starts_with(&**prefix),
+            Pattern::Exact(name) => **name == *topic,
+        }
+    }
+}
+
+fn any_matches(patterns: &[Pattern], topic: &Topic) -> bool {
+    patterns.iter().any(|p| p.matches(topic.as_str()))
 }
 
 impl Principal {
@@ -37,23 +94,395 @@ impl Principal {
         Principal { user: Arc::from("anonymous"), grants: Grants::All, expires_at: None }
     }
 
-    pub fn may_subscribe(&self, _topic: &Topic) -> bool {
-        match self.grants {
+    /// A caller holding a stream ticket for `topics`; its streams close at `expires_at`.
+    pub(crate) fn from_ticket(user: Arc<str>, topics: Arc<[Topic]>, expires_at: Option<SystemTime>) -> Self {
+        Principal { user, grants: Grants::Ticket(topics), expires_at }
+    }
+
+    pub fn may_subscribe(&self, topic: &Topic) -> bool {
+        match &self.grants {
             Grants::All => true,
+            Grants::Patterns { subscribe, .. } => any_matches(subscribe, topic),
+            Grants::Ticket(topics) => topics.contains(topic),
         }
     }
 
-    pub fn may_publish(&self, _topic: &Topic) -> bool {
-        match self.grants {
+    pub fn may_publish(&self, topic: &Topic) -> bool {
+        match &self.grants {
             Grants::All => true,
+            Grants::Patterns { publish, .. } => any_matches(publish, topic),
+            Grants::Ticket(_) => false,
         }
     }
+
+    /// Whether this credential may follow `topic` of a resource the user owns (a chat): any
+    /// token or auth mode `none` may, a ticket only when it names the topic. Ownership itself
+    /// is the caller's check.
+    pub fn may_follow_owned(&self, topic: &Topic) -> bool {
+        match &self.grants {
+            Grants::All | Grants::Patterns { .. } => true,
+            Grants::Ticket(topics) => topics.contains(topic),
+        }
+    }
+
+    /// Whether this credential is a stream ticket (which opens one stream and nothing else).
+    pub fn is_ticket(&self) -> bool {
+        matches!(self.grants, Grants::Ticket(_))
+    }
+
+    /// [`Principal::may_subscribe`] as the 403 error the handler returns.
+    pub fn check_subscribe(&self, topic: &Topic) -> Result<(), ApiError> {
+        if self.may_subscribe(topic) {
+            Ok(())
+        } else {
+            Err(forbidden("subscribe to", topic))
+        }
+    }
+
+    /// [`Principal::may_publish`] as the 403 error the handler returns.
+    pub fn check_publish(&self, topic: &Topic) -> Result<(), ApiError> {
+        if self.may_publish(topic) {
+            Ok(())
+        } else {
+            Err(forbidden("publish to", topic))
+        }
+    }
+}
+
+fn forbidden(what: &str, topic: &Topic) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this credential may not {what} topic {topic:?}"))
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Principal::anonymous())
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Cached, so a handler that extracts twice does not spend a single-use ticket twice.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
+        let principal = state.config.auth.authenticate(parts, Sources::Any)?;
+        parts.extensions.insert(principal.clone());
+        Ok(principal)
+    }
+}
+
+/// Where a credential may come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sources {
+    /// Header, cookie, `?access_token=`, or `?ticket=` (tickets on GET only: they open streams).
+    Any,
+    /// Header or cookie only: minting a ticket must not be possible with a URL credential.
+    HeaderOrCookie,
+}
+
+/// Why the auth settings are unusable. Raised before any port is bound.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("the HS256 secret is {0} bytes long; it must be at least {MIN_SECRET_LEN} bytes")]
+    SecretTooShort(usize),
+    #[error("invalid PEM public key for {algorithm:?}: {source}")]
+    BadPublicKey { algorithm: Algorithm, source: jsonwebtoken::errors::Error },
+    #[error("cannot sign the token: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
+/// RFC 7518 §3.2: an HS256 key must be at least as long as the hash (32 bytes).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The key that verifies tokens.
+#[derive(Clone)]
+pub struct JwtKey {
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+impl JwtKey {
+    /// An HS256 shared secret.
+    pub fn hs256(secret: &[u8]) -> Result<Self, AuthConfigError> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(AuthConfigError::SecretTooShort(secret.len()));
+        }
+        Ok(JwtKey { algorithm: Algorithm::HS256, key: DecodingKey::from_secret(secret) })
+    }
+
+    /// An RS256 public key (PEM, `BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`).
+    pub fn rs256_pem(pem: &[u8]) -> Result<Self, AuthConfigError> {
+        let key = DecodingKey::from_rsa_pem(pem)
+            .map_err(|source| AuthConfigError::BadPublicKey { algorithm: Algorithm::RS256, source })?;
+        Ok(JwtKey { algorithm: Algorithm::RS256, key })
+    }
+
+    /// An ES256 (P-256) public key (PEM, `BEGIN PUBLIC KEY`).
+    pub fn es256_pem(pem: &[u8]) -> Result<Self, AuthConfigError> {
+        let key = DecodingKey::from_ec_pem(pem)
+            .map_err(|source| AuthConfigError::BadPublicKey { algorithm: Algorithm::ES256, source })?;
+        Ok(JwtKey { algorithm: Algorithm::ES256, key })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+}
+
+impl fmt::Debug for JwtKey {
+    /// Never prints the key: an HS256 key is a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+/// The auth settings of a server, with its stream tickets. Cheap to clone (shared).
+#[derive(Clone, Debug)]
+pub struct Auth {
+    inner: Arc<AuthInner>,
+}
+
+#[derive(Debug)]
+struct AuthInner {
+    /// `None` is auth mode `none`.
+    jwt: Option<(JwtKey, Validation)>,
+    tickets: Tickets,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth::none()
+    }
+}
+
+impl Auth {
+    /// Auth mode `none`: every caller is [`Principal::anonymous`].
+    pub fn none() -> Self {
+        Auth { inner: Arc::new(AuthInner { jwt: None, tickets: Tickets::new(None, Tickets::DEFAULT_TTL) }) }
+    }
+
+    /// Auth mode `jwt`. Tickets are signed with `ticket_secret`, or with a random per-process key
+    /// when it is `None` (then a ticket only works on the instance that issued it).
+    pub fn jwt(key: JwtKey, ticket_secret: Option<&[u8]>, ticket_ttl: Duration) -> Self {
+        let mut validation = Validation::new(key.algorithm);
+        // No leeway: a stream is closed exactly at `exp`, so a token must not be accepted after it.
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_aud = false;
+        Auth { inner: Arc::new(AuthInner { jwt: Some((key, validation)), tickets: Tickets::new(ticket_secret, ticket_ttl) }) }
+    }
+
+    /// Whether auth mode is `jwt`.
+    pub fn is_jwt(&self) -> bool {
+        self.inner.jwt.is_some()
+    }
+
+    pub(crate) fn tickets(&self) -> &Tickets {
+        &self.inner.tickets
+    }
+
+    /// Finds and checks the request's credential.
+    pub(crate) fn authenticate(&self, parts: &Parts, sources: Sources) -> Result<Principal, ApiError> {
+        let Some((key, validation)) = &self.inner.jwt else {
+            return Ok(Principal::anonymous());
+        };
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let token = bearer(value).ok_or_else(|| {
+                unauthorized("invalid_token", "the Authorization header must be `Bearer <token>`")
+            })?;
+            return verify_token(token, key, validation);
+        }
+        if let Some(token) = cookie(parts, TOKEN_COOKIE) {
+            return verify_token(token, key, validation);
+        }
+        if sources == Sources::Any {
+            if let Some(token) = query_param(&parts.uri, TOKEN_QUERY) {
+                return verify_token(&token, key, validation);
+            }
+            // A ticket opens one stream, and streams are GETs: elsewhere it is not a credential,
+            // so it is not spent by a request it could never authorize.
+            if parts.method == Method::GET {
+                if let Some(ticket) = query_param(&parts.uri, TICKET_QUERY) {
+                    return self.inner.tickets.redeem(&ticket).map_err(ticket_error);
+                }
+            }
+        }
+        Err(unauthorized("unauthorized", "a bearer token is required"))
+    }
+}
+
+fn ticket_error(error: TicketError) -> ApiError {
+    match error {
+        TicketError::Expired => unauthorized("ticket_expired", "the stream ticket has expired"),
+        TicketError::Used => unauthorized("ticket_used", "the stream ticket was already used"),
+        TicketError::Invalid => unauthorized("invalid_ticket", "the stream ticket is invalid"),
+        TicketError::Full => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_tickets",
+            "too many stream tickets are in use; retry in a few seconds",
+        ),
+    }
+}
+
+pub(crate) fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// The claims rill reads from a token. Unknown claims are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user.
+    pub sub: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// Topic patterns the holder may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Topic patterns the holder may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+impl Claims {
+    /// Claims for `sub` that expire `ttl` from now.
+    pub fn new(sub: impl Into<String>, ttl: Duration) -> Self {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Claims { sub: sub.into(), exp: now.saturating_add(ttl.as_secs()), publish: Vec::new(), subscribe: Vec::new() }
+    }
+}
+
+/// Signs `claims` with an HS256 `secret`: development tokens (`rill token`) and tests.
+pub fn mint_hs256(secret: &[u8], claims: &Claims) -> Result<String, AuthConfigError> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(AuthConfigError::SecretTooShort(secret.len()));
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key).map_err(AuthConfigError::Sign)
+}
+
+fn verify_token(token: &str, key: &JwtKey, validation: &Validation) -> Result<Principal, ApiError> {
+    let claims = jsonwebtoken::decode::<Claims>(token, &key.key, validation)
+        .map_err(|error| match error.kind() {
+            ErrorKind::ExpiredSignature => unauthorized("token_expired", "the token has expired"),
+            _ => unauthorized("invalid_token", "the token is invalid"),
+        })?
+        .claims;
+    let patterns = |list: Vec<String>| list.iter().map(|p| Pattern::parse(p)).collect::<Arc<[Pattern]>>();
+    Ok(Principal {
+        user: Arc::from(claims.sub),
+        grants: Grants::Patterns { publish: patterns(claims.publish), subscribe: patterns(claims.subscribe) },
+        expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+    })
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme is case-insensitive, RFC 7235).
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The value of cookie `name`. Parsed by hand: a `Cookie` header is `a=b; c=d`, and only one
+/// value is needed, which does not justify a cookie-jar crate.
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<Cow<'a, str>> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes()).find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v)
+}
+
+/// The request target with the values of `access_token` and `ticket` replaced by `REDACTED`: the
+/// only form of a URI that may be logged.
+pub fn redacted_path_and_query(uri: &Uri) -> Cow<'_, str> {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return Cow::Borrowed(path);
+    };
+    let secret = |key: &str| {
+        let key = url::form_urlencoded::parse(key.as_bytes()).next().map(|(k, _)| k);
+        matches!(key.as_deref(), Some(TOKEN_QUERY | TICKET_QUERY))
+    };
+    if !query.split('&').any(|pair| secret(pair.split('=').next().unwrap_or(pair))) {
+        return Cow::Borrowed(uri.path_and_query().map_or(path, |pq| pq.as_str()));
+    }
+    let mut out = String::with_capacity(path.len() + 1 + query.len());
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let key = pair.split('=').next().unwrap_or(pair);
+        if secret(key) {
+            out.push_str(key);
+            out.push_str("=REDACTED");
+        } else {
+            out.push_str(pair);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Adds `WWW-Authenticate: Bearer` to every 401 (RFC 6750 §3), whichever handler produced it.
+pub(crate) async fn www_authenticate(mut response: Response) -> Response {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(pattern: &str, topic: &str, expected: bool) {
+        assert_eq!(Pattern::parse(pattern).matches(topic), expected, "{pattern:?} vs {topic:?}");
+    }
+
+    #[test]
+    fn patterns() {
+        check("*", "a", true);
+        check("*", "_chat/1", true);
+        check("a", "a", true);
+        check("a", "ab", false);
+        check("a/*", "a/b", true);
+        check("a/*", "a/b/c", true);
+        check("a/*", "a", false);
+        check("a/*", "ab", false);
+        check("a*", "a*", true);
+        check("a*", "ab", false);
+        check("a/b/*", "a/b/c", true);
+        check("a/b/*", "a/c", false);
+    }
+
+    #[track_caller]
+    fn redacts(uri: &str, expected: &str) {
+        let uri: Uri = uri.parse().unwrap();
+        assert_eq!(redacted_path_and_query(&uri), expected);
+    }
+
+    #[test]
+    fn redaction() {
+        redacts("/api/events", "/api/events");
+        redacts("/api/events?topic=a", "/api/events?topic=a");
+        redacts("/api/events?topic=a&access_token=xyz", "/api/events?topic=a&access_token=REDACTED");
+        redacts("/api/events?ticket=xyz&topic=a", "/api/events?ticket=REDACTED&topic=a");
+        redacts("/x?access%5Ftoken=xyz", "/x?access%5Ftoken=REDACTED");
+        redacts("/x?ticket", "/x?ticket=REDACTED");
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(bearer(&HeaderValue::from_static("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&HeaderValue::from_static("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(&HeaderValue::from_static("Basic abc")), None);
+        assert_eq!(bearer(&HeaderValue::from_static("Bearer ")), None);
     }
 }

@@ -7,12 +7,16 @@
 //! [`serve`] runs it on a listener until a shutdown token fires, then drains streams.
 
 mod auth;
+mod cors;
 mod error;
 mod health;
 mod limits;
 mod metrics;
 pub(crate) mod sse;
 mod topics;
+mod listen;
+mod tickets;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +26,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::Principal;
+pub use auth::{Auth, AuthConfigError, Claims, JwtKey, MIN_SECRET_LEN, Principal, mint_hs256, redacted_path_and_query};
+pub use cors::{CorsConfigError, Origin};
+pub use listen::serve_router;
+pub use tls::{TlsConfig, TlsConfigError};
 pub use error::ApiError;
 pub use limits::{StreamConfig, StreamLimiter, StreamSlot};
 
@@ -32,6 +39,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// How long graceful shutdown waits for in-flight requests after streams were told to go.
     pub shutdown_grace: Duration,
+    /// Auth mode (`none` or `jwt`) and stream tickets.
+    pub auth: Auth,
+    /// Browser origins allowed by CORS, with credentials; empty: no CORS headers at all.
+    pub cors_origins: Vec<Origin>,
+    /// Serve TLS (h2 or HTTP/1.1 by ALPN) instead of plain HTTP/1.1 and h2c.
+    pub tls: Option<TlsConfig>,
     /// Topic and chat streams: heartbeat, retry hint, limits, retention, queue bound.
     pub streams: StreamConfig,
 }
@@ -41,6 +54,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace: Duration::from_secs(10),
+            auth: Auth::none(),
+            cors_origins: Vec::new(),
+            tls: None,
             streams: StreamConfig::default(),
         }
     }
@@ -100,35 +116,43 @@ impl AppState {
 
 /// The whole router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let config = state.config.clone();
+    let router = Router::new()
         .merge(health::router())
         .merge(topics::router())
         .merge(metrics::router())
+        .merge(tickets::router())
         .fallback(error::not_found_route)
-        .with_state(state)
+        .with_state(state);
+    edge_layers(router, &config)
+}
+
+/// What wraps every route: the request trace (credentials redacted), `WWW-Authenticate` on 401s,
+/// and CORS outermost so that preflights are answered before anything else runs.
+pub fn edge_layers(router: Router, config: &Config) -> Router {
+    let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+        // Never the raw URI: `access_token` and `ticket` travel in the query string.
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            uri = %auth::redacted_path_and_query(request.uri()),
+            version = ?request.version(),
+        )
+    });
+    let router = router.layer(axum::middleware::map_response(auth::www_authenticate)).layer(trace);
+    match cors::layer(&config.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// Serves `app` on `listener` until `state.shutdown` fires, then waits (at most the configured
 /// grace period) for connections to finish.
+/// Plain TCP serves HTTP/1.1 and h2c (prior knowledge); with `config.tls`, TLS negotiates h2 or
+/// HTTP/1.1 by ALPN.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
-    let router = app(state);
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let server = tokio::spawn(server.into_future());
-    shutdown.cancelled().await;
-    match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined.map_err(std::io::Error::other)?,
-        Err(_) => {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "graceful shutdown timed out; closing the remaining connections"
-            );
-            Ok(())
-        }
-    }
+    let tls = state.config.tls.clone();
+    serve_router(listener, app(state), shutdown, grace, tls).await
 }

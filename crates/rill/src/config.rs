@@ -33,6 +33,74 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(crate) streams: StreamArgs,
+
+    #[command(flatten)]
+    pub(crate) edge: EdgeArgs,
+}
+
+/// Auth, CORS and TLS flags of `rill serve` (`jwt_*` and `ticket_*` are shared with `rill token`).
+#[derive(Debug, Args)]
+pub(crate) struct EdgeArgs {
+    /// Auth mode: `none` (every caller may do everything) or `jwt` [default: none].
+    #[arg(long, env = "RILL_AUTH", value_name = "MODE")]
+    pub(crate) auth: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) jwt: JwtArgs,
+
+    /// PEM public key that verifies RS256/ES256 tokens (auth `jwt`).
+    #[arg(long, env = "RILL_JWT_PUBLIC_KEY", value_name = "PATH")]
+    pub(crate) jwt_public_key: Option<PathBuf>,
+
+    /// Token algorithm: HS256 (with `jwt_secret`), RS256 or ES256 (with `jwt_public_key`)
+    /// [default: HS256].
+    #[arg(long, env = "RILL_JWT_ALGORITHM", value_name = "ALG")]
+    pub(crate) jwt_algorithm: Option<String>,
+
+    /// Key that signs stream tickets (32+ bytes); set the same on every instance so any of them
+    /// accepts a ticket [default: random per process].
+    #[arg(
+        long,
+        env = "RILL_TICKET_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub(crate) ticket_secret: Option<String>,
+
+    /// How long a stream ticket may be used, e.g. `30s` [default: 30s].
+    #[arg(long, env = "RILL_TICKET_TTL", value_name = "DURATION")]
+    pub(crate) ticket_ttl: Option<String>,
+
+    /// Browser origins allowed by CORS (with credentials), comma-separated, e.g.
+    /// `https://app.example.com,http://localhost:3000` [default: none].
+    #[arg(
+        long,
+        env = "RILL_CORS_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub(crate) cors_origins: Option<Vec<String>>,
+
+    /// PEM certificate chain: serve TLS (h2 or HTTP/1.1 by ALPN). Needs `tls_key`.
+    #[arg(long, env = "RILL_TLS_CERT", value_name = "PATH")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `tls_cert`.
+    #[arg(long, env = "RILL_TLS_KEY", value_name = "PATH")]
+    pub(crate) tls_key: Option<PathBuf>,
+}
+
+/// The HS256 secret, shared by `rill serve` and `rill token`.
+#[derive(Debug, Args)]
+pub(crate) struct JwtArgs {
+    /// HS256 secret that verifies tokens (auth `jwt`, 32+ bytes). Never logged.
+    #[arg(
+        long,
+        env = "RILL_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub(crate) jwt_secret: Option<String>,
 }
 
 /// Stream and topics flags of `rill serve`: heartbeats, limits, retention (docs/configuration.md).
@@ -96,6 +164,15 @@ pub(crate) struct FileConfig {
     pub(crate) max_connections: Option<String>,
     pub(crate) max_connections_per_user: Option<String>,
     pub(crate) max_stream_duration: Option<String>,
+    pub(crate) auth: Option<String>,
+    pub(crate) jwt_secret: Option<String>,
+    pub(crate) jwt_public_key: Option<PathBuf>,
+    pub(crate) jwt_algorithm: Option<String>,
+    pub(crate) ticket_secret: Option<String>,
+    pub(crate) ticket_ttl: Option<String>,
+    pub(crate) cors_origins: Option<Vec<String>>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -146,6 +223,7 @@ impl ServeArgs {
         };
         let defaults = rill_server::Config::default();
         let streams = self.streams.resolve(file_streams(&mut file))?;
+        let edge = self.edge.resolve(file_edge(&mut file))?;
 
         let listen = match pick(self.listen, file.listen) {
             Some(v) => parse_key("listen", &v, |s| {
@@ -166,6 +244,9 @@ impl ServeArgs {
             server: rill_server::Config {
                 listen,
                 shutdown_grace,
+                auth: edge.auth,
+                cors_origins: edge.cors_origins,
+                tls: edge.tls,
                 streams,
             },
             log,
@@ -250,5 +331,137 @@ fn file_streams(file: &mut FileConfig) -> StreamArgs {
         max_connections: file.max_connections.take(),
         max_connections_per_user: file.max_connections_per_user.take(),
         max_stream_duration: file.max_stream_duration.take(),
+    }
+}
+
+/// Takes the auth/CORS/TLS keys out of the file, so they are resolved in one place.
+fn file_edge(file: &mut FileConfig) -> EdgeArgs {
+    EdgeArgs {
+        auth: file.auth.take(),
+        jwt: JwtArgs {
+            jwt_secret: file.jwt_secret.take(),
+        },
+        jwt_public_key: file.jwt_public_key.take(),
+        jwt_algorithm: file.jwt_algorithm.take(),
+        ticket_secret: file.ticket_secret.take(),
+        ticket_ttl: file.ticket_ttl.take(),
+        cors_origins: file.cors_origins.take(),
+        tls_cert: file.tls_cert.take(),
+        tls_key: file.tls_key.take(),
+    }
+}
+
+/// The resolved auth, CORS and TLS settings.
+pub(crate) struct Edge {
+    pub(crate) auth: rill_server::Auth,
+    pub(crate) cors_origins: Vec<rill_server::Origin>,
+    pub(crate) tls: Option<rill_server::TlsConfig>,
+}
+
+impl JwtArgs {
+    /// The HS256 secret from the flag/env, else from the file's `jwt_secret`.
+    pub(crate) fn secret(self, file: Option<String>) -> Option<String> {
+        pick(self.jwt_secret, file)
+    }
+}
+
+impl EdgeArgs {
+    /// Resolves flags/env over the file's values (`file`).
+    pub(crate) fn resolve(self, file: EdgeArgs) -> anyhow::Result<Edge> {
+        let auth = match pick(self.auth, file.auth).as_deref() {
+            None | Some("none") => rill_server::Auth::none(),
+            Some("jwt") => {
+                let algorithm = pick(self.jwt_algorithm, file.jwt_algorithm)
+                    .unwrap_or_else(|| "HS256".to_owned());
+                let key = match algorithm.to_ascii_uppercase().as_str() {
+                    "HS256" => {
+                        let Some(secret) = self.jwt.secret(file.jwt.jwt_secret) else {
+                            bail!(
+                                "`auth = jwt` with HS256 needs `jwt_secret` (flag --jwt-secret, env RILL_JWT_SECRET)"
+                            );
+                        };
+                        rill_server::JwtKey::hs256(secret.as_bytes())
+                            .context("invalid value for `jwt_secret`")?
+                    }
+                    alg @ ("RS256" | "ES256") => {
+                        let Some(path) = self.jwt_public_key.or(file.jwt_public_key) else {
+                            bail!(
+                                "`auth = jwt` with {alg} needs `jwt_public_key` (flag --jwt-public-key, env RILL_JWT_PUBLIC_KEY)"
+                            );
+                        };
+                        let pem = std::fs::read(&path).with_context(|| {
+                            format!("cannot read `jwt_public_key` {}", path.display())
+                        })?;
+                        let key = if alg == "RS256" {
+                            rill_server::JwtKey::rs256_pem(&pem)
+                        } else {
+                            rill_server::JwtKey::es256_pem(&pem)
+                        };
+                        key.with_context(|| {
+                            format!("invalid value for `jwt_public_key` ({})", path.display())
+                        })?
+                    }
+                    _ => bail!(
+                        "invalid value {algorithm:?} for `jwt_algorithm` (flag --jwt-algorithm, env RILL_JWT_ALGORITHM): expected HS256, RS256 or ES256"
+                    ),
+                };
+                let ticket_secret = pick(self.ticket_secret, file.ticket_secret);
+                if let Some(secret) = &ticket_secret {
+                    if secret.len() < rill_server::MIN_SECRET_LEN {
+                        bail!(
+                            "invalid value for `ticket_secret`: it must be at least {} bytes",
+                            rill_server::MIN_SECRET_LEN
+                        );
+                    }
+                }
+                let ticket_ttl = match pick(self.ticket_ttl, file.ticket_ttl) {
+                    Some(v) => parse_key("ticket_ttl", &v, |s| {
+                        duration(s).and_then(|d| {
+                            if d.as_secs() >= 1 {
+                                Ok(d)
+                            } else {
+                                Err("must be at least 1s".to_owned())
+                            }
+                        })
+                    })?,
+                    None => Duration::from_secs(30),
+                };
+                rill_server::Auth::jwt(key, ticket_secret.as_deref().map(str::as_bytes), ticket_ttl)
+            }
+            Some(other) => bail!(
+                "invalid value {other:?} for `auth` (flag --auth, env RILL_AUTH, or key `auth` in the TOML file): expected none or jwt"
+            ),
+        };
+
+        let cors_origins = self
+            .cors_origins
+            .or(file.cors_origins)
+            .unwrap_or_default()
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                rill_server::Origin::parse(o)
+                    .with_context(|| "invalid value in `cors_origins`".to_owned())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(
+                rill_server::TlsConfig::from_pem_files(&cert, &key)
+                    .context("invalid `tls_cert` / `tls_key`")?,
+            ),
+            _ => bail!("`tls_cert` and `tls_key` go together: set both or neither"),
+        };
+
+        Ok(Edge {
+            auth,
+            cors_origins,
+            tls,
+        })
     }
 }

@@ -5,6 +5,7 @@ mod pub_cmd;
 mod serve;
 mod sse_cmd;
 mod sub_cmd;
+mod token_cmd;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// SSE wire tools: `rill sse parse` prints the events of an SSE byte stream read on stdin.
     Sse(sse_cmd::SseArgs),
+    /// Mint a development HS256 token from the configured `jwt_secret` and print it.
+    Token(token_cmd::TokenArgs),
     /// Subscribe to topics (or any SSE endpoint by URL) and print events as they come.
     Sub(Box<sub_cmd::SubArgs>),
     /// Publish one event to a topic and print its id.
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::main(*args),
         Command::Sse(args) => sse_cmd::main(args),
+        Command::Token(args) => token_cmd::main(args),
         Command::Sub(args) => sub_cmd::main(*args),
         Command::Pub(args) => pub_cmd::main(args),
     };

@@ -1,0 +1,254 @@
+//! The auth matrix over real HTTP: mode none, JWT (HS256, RS256, ES256) from header, cookie and
+//! query, expired and wrongly signed tokens, forbidden topics, and stream tickets.
+
+mod edge_support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use edge_support::{OTHER_SECRET, SECRET, TICKET_SECRET, client, error_code, jwt_hs256, start, token};
+use rill_server::{Auth, Config, JwtKey};
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test]
+async fn mode_none_lets_everyone_in() {
+    let server = start(Config::default()).await;
+    let http = client();
+    let body: Value = http.get(server.url("/probe/sub?topic=a")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body, json!({ "user": "anonymous", "expires_at": null }));
+    let response = http.post(server.url("/probe/pub/anything")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Tickets work too (as the anonymous user), so clients need no mode switch.
+    let response = http.post(server.url("/api/stream-tickets")).json(&json!({ "topics": ["a"] })).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_header_cookie_and_query() {
+    let server = start(jwt_hs256()).await;
+    let http = client();
+    let good = token(SECRET, "alice", &["news/*"], &["news/*", "prices"]);
+
+    // No credential at all: 401 with WWW-Authenticate.
+    let response = http.get(server.url("/probe/sub?topic=prices")).send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_code(response, 401).await, "unauthorized");
+
+    // Header.
+    let response = http.get(server.url("/probe/sub?topic=prices")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["user"], "alice");
+    let expires_at = body["expires_at"].as_u64().unwrap();
+    assert!(expires_at > now() + 3000 && expires_at <= now() + 3600, "expires_at comes from exp");
+
+    // Cookie, among others.
+    let cookie = format!("theme=dark; rill_token={good}; x=y");
+    let response = http.get(server.url("/probe/sub?topic=news/1")).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Query parameter.
+    let response = http.get(server.url(&format!("/probe/sub?topic=news/eu&access_token={good}"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Publish: allowed under news/*, forbidden elsewhere, with the documented 403.
+    let response = http.post(server.url("/probe/pub/news/1")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = http.post(server.url("/probe/pub/prices")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(error_code(response, 403).await, "forbidden");
+
+    // Forbidden topic to subscribe: `news/*` does not cover `news` itself nor `newsroom`.
+    for topic in ["secret", "news", "newsroom"] {
+        let response = http.get(server.url(&format!("/probe/sub?topic={topic}"))).bearer_auth(&good).send().await.unwrap();
+        assert_eq!(error_code(response, 403).await, "forbidden", "{topic}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_rejections() {
+    let server = start(jwt_hs256()).await;
+    let http = client();
+    let probe = server.url("/probe/sub?topic=a");
+
+    let wrong_signature = token(OTHER_SECRET, "mallory", &["*"], &["*"]);
+    let response = http.get(&probe).bearer_auth(&wrong_signature).send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_code(response, 401).await, "invalid_token");
+
+    let mut claims = rill_server::Claims::new("alice", Duration::ZERO);
+    claims.exp = now() - 10;
+    claims.subscribe = vec!["*".into()];
+    let expired = rill_server::mint_hs256(SECRET.as_bytes(), &claims).unwrap();
+    let response = http.get(&probe).bearer_auth(&expired).send().await.unwrap();
+    assert_eq!(error_code(response, 401).await, "token_expired");
+    let response = http.get(format!("{probe}&access_token={expired}")).send().await.unwrap();
+    assert_eq!(error_code(response, 401).await, "token_expired");
+
+    // Not a JWT, not Bearer, a token without exp, one signed with `none`.
+    let no_exp = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "sub": "alice", "subscribe": ["*"] }),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let unsigned = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OSwic3Vic2NyaWJlIjpbIioiXX0.";
+    for bad in ["garbage", no_exp.as_str(), unsigned] {
+        let response = http.get(&probe).bearer_auth(bad).send().await.unwrap();
+        assert_eq!(error_code(response, 401).await, "invalid_token", "{bad}");
+    }
+    let response = http.get(&probe).header("authorization", "Basic YWxpY2U6cHc=").send().await.unwrap();
+    assert_eq!(error_code(response, 401).await, "invalid_token");
+
+    // A bad header is not rescued by a good cookie: the first credential found decides.
+    let good = token(SECRET, "alice", &[], &["*"]);
+    let response = http
+        .get(&probe)
+        .bearer_auth("garbage")
+        .header("cookie", format!("rill_token={good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response, 401).await, "invalid_token");
+    server.stop().await;
+}
+
+/// Signs `claims` with a private key from tests/data.
+fn sign_pem(algorithm: Algorithm, private_pem: &str, sub: &str) -> String {
+    let pem = std::fs::read(format!("{}/tests/data/{private_pem}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let key = match algorithm {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+    };
+    let claims = json!({ "sub": sub, "exp": now() + 600, "subscribe": ["a"], "publish": [] });
+    jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn rs256_and_es256_public_keys() {
+    let data = format!("{}/tests/data", env!("CARGO_MANIFEST_DIR"));
+    for (algorithm, name) in [(Algorithm::RS256, "rs256"), (Algorithm::ES256, "es256")] {
+        let public = std::fs::read(format!("{data}/{name}-public.pem")).unwrap();
+        let key = match algorithm {
+            Algorithm::RS256 => JwtKey::rs256_pem(&public).unwrap(),
+            _ => JwtKey::es256_pem(&public).unwrap(),
+        };
+        let server = start(Config { auth: Auth::jwt(key, None, Duration::from_secs(30)), ..Config::default() }).await;
+        let http = client();
+        let good = sign_pem(algorithm, &format!("{name}-private.pem"), "bob");
+        let response = http.get(server.url("/probe/sub?topic=a")).bearer_auth(&good).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        let response = http.get(server.url("/probe/sub?topic=b")).bearer_auth(&good).send().await.unwrap();
+        assert_eq!(error_code(response, 403).await, "forbidden", "{name}");
+        // An HS256 token (even with a valid-looking signature) is refused: the algorithm is pinned.
+        let hs = token(SECRET, "bob", &[], &["a"]);
+        let response = http.get(server.url("/probe/sub?topic=a")).bearer_auth(&hs).send().await.unwrap();
+        assert_eq!(error_code(response, 401).await, "invalid_token", "{name}");
+        // The other algorithm's key does not verify.
+        let other = if name == "rs256" { sign_pem(Algorithm::ES256, "es256-private.pem", "bob") } else { sign_pem(Algorithm::RS256, "rs256-private.pem", "bob") };
+        let response = http.get(server.url("/probe/sub?topic=a")).bearer_auth(&other).send().await.unwrap();
+        assert_eq!(error_code(response, 401).await, "invalid_token", "{name}");
+        server.stop().await;
+    }
+    assert!(JwtKey::rs256_pem(b"not a key").is_err());
+    assert!(JwtKey::hs256(b"short").is_err());
+}
+
+async fn ticket(http: &reqwest::Client, server: &edge_support::Server, token: &str, topics: &[&str]) -> reqwest::Response {
+    http.post(server.url("/api/stream-tickets")).bearer_auth(token).json(&json!({ "topics": topics })).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn stream_tickets() {
+    let server = start(jwt_hs256()).await;
+    let http = client();
+    let alice = token(SECRET, "alice", &[], &["news/*", "prices"]);
+
+    let response = ticket(&http, &server, &alice, &["news/1", "prices"]).await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["expires_in"], 30);
+    let t = body["ticket"].as_str().unwrap().to_owned();
+
+    // The ticket is for a GET stream opening only: a POST ignores it (and does not spend it).
+    let response = http.post(server.url(&format!("/probe/pub/news/1?ticket={t}"))).send().await.unwrap();
+    assert_eq!(error_code(response, 401).await, "unauthorized");
+
+    // Another topic than the ticket's: 403 (this spends the ticket).
+    let response = http.get(server.url(&format!("/probe/sub?topic=news/2&ticket={t}"))).send().await.unwrap();
+    assert_eq!(error_code(response, 403).await, "forbidden");
+    // Used twice.
+    let response = http.get(server.url(&format!("/probe/sub?topic=news/1&ticket={t}"))).send().await.unwrap();
+    assert_eq!(error_code(response, 401).await, "ticket_used");
+
+    // A fresh ticket opens once, carrying the user and the token's expiry.
+    let t: Value = ticket(&http, &server, &alice, &["prices"]).await.json().await.unwrap();
+    let t = t["ticket"].as_str().unwrap().to_owned();
+    let response = http.get(server.url(&format!("/probe/sub?topic=prices&ticket={t}"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["user"], "alice");
+    assert!(body["expires_at"].as_u64().unwrap() > now() + 3000, "the stream lives as long as the token");
+    let response = http.get(server.url(&format!("/probe/sub?topic=prices&ticket={t}"))).send().await.unwrap();
+    assert_eq!(error_code(response, 401).await, "ticket_used");
+
+    // Expired (forged with the shared ticket key, so no test waits for a clock).
+    let expired = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "sub": "alice", "exp": now() - 5, "topics": ["prices"], "jti": "abc" }),
+        &EncodingKey::from_secret(TICKET_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let response = http.get(server.url(&format!("/probe/sub?topic=prices&ticket={expired}"))).send().await.unwrap();
+    assert_eq!(error_code(response, 401).await, "ticket_expired");
+    // Forged with another key, or an access token passed as a ticket.
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "sub": "alice", "exp": now() + 30, "topics": ["prices"], "jti": "abc" }),
+        &EncodingKey::from_secret(OTHER_SECRET.as_bytes()),
+    )
+    .unwrap();
+    for bad in [forged.as_str(), alice.as_str(), "garbage"] {
+        let response = http.get(server.url(&format!("/probe/sub?topic=prices&ticket={bad}"))).send().await.unwrap();
+        assert_eq!(error_code(response, 401).await, "invalid_ticket");
+    }
+
+    // Minting: only for topics the caller may subscribe to, only with a header or cookie.
+    assert_eq!(error_code(ticket(&http, &server, &alice, &["prices", "secret"]).await, 403).await, "forbidden");
+    let response = http
+        .post(server.url(&format!("/api/stream-tickets?access_token={alice}")))
+        .json(&json!({ "topics": ["prices"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response, 401).await, "unauthorized");
+    let response = http
+        .post(server.url("/api/stream-tickets"))
+        .header("cookie", format!("rill_token={alice}"))
+        .json(&json!({ "topics": ["prices"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // Bad bodies.
+    assert_eq!(error_code(ticket(&http, &server, &alice, &[]).await, 400).await, "invalid_topics");
+    assert_eq!(error_code(ticket(&http, &server, &alice, &["a b"]).await, 400).await, "invalid_topic");
+    let response = http.post(server.url("/api/stream-tickets")).bearer_auth(&alice).body("{\"topics\":[\"prices\"]}").send().await.unwrap();
+    assert_eq!(error_code(response, 415).await, "unsupported_media_type");
+    let response = http
+        .post(server.url("/api/stream-tickets"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{\"topics\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response, 400).await, "invalid_json");
+    server.stop().await;
+}
