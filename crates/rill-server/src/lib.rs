@@ -7,11 +7,14 @@
 //! [`serve`] runs it on a listener until a shutdown token fires, then drains streams.
 
 mod auth;
+mod chats;
 mod cors;
 mod error;
 mod health;
+mod json;
 mod limits;
 mod metrics;
+mod page;
 pub(crate) mod sse;
 mod topics;
 mod listen;
@@ -72,6 +75,8 @@ pub struct AppState {
     pub hub: Arc<rill_hub::Hub>,
     /// Open-stream counters (total and per user).
     pub streams: Arc<StreamLimiter>,
+    /// The chat engine; without one, the chat routes answer 503 (topics-only servers, tests).
+    pub chat: Option<rill_chat::ChatEngine>,
 }
 
 impl AppState {
@@ -98,19 +103,23 @@ impl AppState {
         Self::with_hub(config, shutdown, hub)
     }
 
+    /// This state with a chat engine (built over this state's hub broker).
+    pub fn with_chat(mut self, engine: rill_chat::ChatEngine) -> Self {
+        self.chat = Some(engine);
+        self
+    }
+
+    /// The chat engine, or 503 when this server runs without one.
+    pub(crate) fn chat(&self) -> Result<&rill_chat::ChatEngine, ApiError> {
+        self.chat.as_ref().ok_or_else(|| {
+            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "chat_disabled", "this server has no chat engine")
+        })
+    }
+
     /// A state over a given hub (e.g. one on the Redis broker).
-    pub fn with_hub(
-        config: Arc<Config>,
-        shutdown: CancellationToken,
-        hub: Arc<rill_hub::Hub>,
-    ) -> Self {
+    pub fn with_hub(config: Arc<Config>, shutdown: CancellationToken, hub: Arc<rill_hub::Hub>) -> Self {
         let streams = StreamLimiter::new(&config.streams);
-        AppState {
-            config,
-            shutdown,
-            hub,
-            streams,
-        }
+        AppState { config, shutdown, hub, streams, chat: None }
     }
 }
 
@@ -119,7 +128,9 @@ pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
     let router = Router::new()
         .merge(health::router())
+        .merge(page::router())
         .merge(topics::router())
+        .merge(chats::router())
         .merge(metrics::router())
         .merge(tickets::router())
         .fallback(error::not_found_route)

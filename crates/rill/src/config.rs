@@ -32,10 +32,57 @@ pub(crate) struct ServeArgs {
     pub(crate) log: Option<String>,
 
     #[command(flatten)]
+    pub(crate) edge: EdgeArgs,
+
+    #[command(flatten)]
     pub(crate) streams: StreamArgs,
 
     #[command(flatten)]
-    pub(crate) edge: EdgeArgs,
+    pub(crate) chat: crate::chat_config::ChatArgs,
+}
+
+/// Stream and topics flags of `rill serve`: heartbeats, limits, retention (docs/configuration.md).
+#[derive(Debug, Default, Args)]
+pub(crate) struct StreamArgs {
+    /// Idle time after which a stream gets a `: keep-alive` comment [default: 15s].
+    #[arg(long, env = "RILL_HEARTBEAT", value_name = "DURATION")]
+    pub(crate) heartbeat: Option<String>,
+
+    /// The `retry:` hint every stream starts with [default: 3s].
+    #[arg(long, env = "RILL_RETRY", value_name = "DURATION")]
+    pub(crate) retry: Option<String>,
+
+    /// Events kept per topic for replay by the in-process broker [default: 1000].
+    #[arg(long, env = "RILL_RETENTION_EVENTS", value_name = "COUNT")]
+    pub(crate) retention_events: Option<String>,
+
+    /// How long the in-process broker keeps events for replay [default: 1h].
+    #[arg(long, env = "RILL_RETENTION_AGE", value_name = "DURATION")]
+    pub(crate) retention_age: Option<String>,
+
+    /// Live events a stream may have waiting before it counts as a slow consumer [default: 512].
+    #[arg(long, env = "RILL_QUEUE_SIZE", value_name = "COUNT")]
+    pub(crate) queue_size: Option<String>,
+
+    /// Largest `data` of a published event, in bytes [default: 65536].
+    #[arg(long, env = "RILL_MAX_EVENT_SIZE", value_name = "BYTES")]
+    pub(crate) max_event_size: Option<String>,
+
+    /// Topics on one stream [default: 32].
+    #[arg(long, env = "RILL_MAX_TOPICS", value_name = "COUNT")]
+    pub(crate) max_topics: Option<String>,
+
+    /// Open streams on this instance [default: 10000].
+    #[arg(long, env = "RILL_MAX_CONNECTIONS", value_name = "COUNT")]
+    pub(crate) max_connections: Option<String>,
+
+    /// Open streams of one user [default: 100].
+    #[arg(long, env = "RILL_MAX_CONNECTIONS_PER_USER", value_name = "COUNT")]
+    pub(crate) max_connections_per_user: Option<String>,
+
+    /// Streams end (telling the client to reconnect) after this long, or `off` [default: off].
+    #[arg(long, env = "RILL_MAX_STREAM_DURATION", value_name = "DURATION")]
+    pub(crate) max_stream_duration: Option<String>,
 }
 
 /// Auth, CORS and TLS flags of `rill serve` (`jwt_*` and `ticket_*` are shared with `rill token`).
@@ -103,50 +150,6 @@ pub(crate) struct JwtArgs {
     pub(crate) jwt_secret: Option<String>,
 }
 
-/// Stream and topics flags of `rill serve`: heartbeats, limits, retention (docs/configuration.md).
-#[derive(Debug, Default, Args)]
-pub(crate) struct StreamArgs {
-    /// Idle time after which a stream gets a `: keep-alive` comment [default: 15s].
-    #[arg(long, env = "RILL_HEARTBEAT", value_name = "DURATION")]
-    pub(crate) heartbeat: Option<String>,
-
-    /// The `retry:` hint every stream starts with [default: 3s].
-    #[arg(long, env = "RILL_RETRY", value_name = "DURATION")]
-    pub(crate) retry: Option<String>,
-
-    /// Events kept per topic for replay by the in-process broker [default: 1000].
-    #[arg(long, env = "RILL_RETENTION_EVENTS", value_name = "COUNT")]
-    pub(crate) retention_events: Option<String>,
-
-    /// How long the in-process broker keeps events for replay [default: 1h].
-    #[arg(long, env = "RILL_RETENTION_AGE", value_name = "DURATION")]
-    pub(crate) retention_age: Option<String>,
-
-    /// Live events a stream may have waiting before it counts as a slow consumer [default: 512].
-    #[arg(long, env = "RILL_QUEUE_SIZE", value_name = "COUNT")]
-    pub(crate) queue_size: Option<String>,
-
-    /// Largest `data` of a published event, in bytes [default: 65536].
-    #[arg(long, env = "RILL_MAX_EVENT_SIZE", value_name = "BYTES")]
-    pub(crate) max_event_size: Option<String>,
-
-    /// Topics on one stream [default: 32].
-    #[arg(long, env = "RILL_MAX_TOPICS", value_name = "COUNT")]
-    pub(crate) max_topics: Option<String>,
-
-    /// Open streams on this instance [default: 10000].
-    #[arg(long, env = "RILL_MAX_CONNECTIONS", value_name = "COUNT")]
-    pub(crate) max_connections: Option<String>,
-
-    /// Open streams of one user [default: 100].
-    #[arg(long, env = "RILL_MAX_CONNECTIONS_PER_USER", value_name = "COUNT")]
-    pub(crate) max_connections_per_user: Option<String>,
-
-    /// Streams end (telling the client to reconnect) after this long, or `off` [default: off].
-    #[arg(long, env = "RILL_MAX_STREAM_DURATION", value_name = "DURATION")]
-    pub(crate) max_stream_duration: Option<String>,
-}
-
 /// The TOML file. Unknown keys are an error, so a typo never silently does nothing.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,16 +157,6 @@ pub(crate) struct FileConfig {
     pub(crate) listen: Option<String>,
     pub(crate) shutdown_grace: Option<String>,
     pub(crate) log: Option<String>,
-    pub(crate) heartbeat: Option<String>,
-    pub(crate) retry: Option<String>,
-    pub(crate) retention_events: Option<String>,
-    pub(crate) retention_age: Option<String>,
-    pub(crate) queue_size: Option<String>,
-    pub(crate) max_event_size: Option<String>,
-    pub(crate) max_topics: Option<String>,
-    pub(crate) max_connections: Option<String>,
-    pub(crate) max_connections_per_user: Option<String>,
-    pub(crate) max_stream_duration: Option<String>,
     pub(crate) auth: Option<String>,
     pub(crate) jwt_secret: Option<String>,
     pub(crate) jwt_public_key: Option<PathBuf>,
@@ -173,6 +166,30 @@ pub(crate) struct FileConfig {
     pub(crate) cors_origins: Option<Vec<String>>,
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) heartbeat: Option<String>,
+    pub(crate) retry: Option<String>,
+    pub(crate) retention_events: Option<String>,
+    pub(crate) retention_age: Option<String>,
+    pub(crate) queue_size: Option<String>,
+    pub(crate) max_event_size: Option<String>,
+    pub(crate) max_topics: Option<String>,
+    pub(crate) max_connections: Option<String>,
+    pub(crate) max_connections_per_user: Option<String>,
+    pub(crate) max_stream_duration: Option<String>,
+    // Chat keys (resolved in chat_config.rs).
+    pub(crate) database: Option<String>,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) checkpoint_interval: Option<String>,
+    pub(crate) history_budget: Option<String>,
+    pub(crate) max_content_chars: Option<String>,
+    pub(crate) demo_first_token_delay: Option<String>,
+    pub(crate) demo_tokens_per_second: Option<String>,
+    pub(crate) upstream_connect_timeout: Option<String>,
+    pub(crate) upstream_first_token_timeout: Option<String>,
+    pub(crate) upstream_idle_timeout: Option<String>,
+    pub(crate) upstream_max_attempts: Option<String>,
+    /// The bots (`[[bots]]` tables); absent: the default bots.
+    pub(crate) bots: Option<Vec<rill_core::BotConfig>>,
 }
 
 impl FileConfig {
@@ -189,15 +206,16 @@ impl FileConfig {
 pub(crate) struct Settings {
     pub(crate) server: rill_server::Config,
     pub(crate) log: String,
+    pub(crate) chat: crate::chat_config::ChatSettings,
 }
 
 /// Picks the flag/env value, else the file's, else `None`, remembering which key it came from.
-fn pick(flag: Option<String>, file: Option<String>) -> Option<String> {
+pub(crate) fn pick(flag: Option<String>, file: Option<String>) -> Option<String> {
     flag.or(file)
 }
 
 /// Parses `value` for `key`, with an error that names the key and where it can be set.
-fn parse_key<T>(
+pub(crate) fn parse_key<T>(
     key: &str,
     value: &str,
     parse: impl FnOnce(&str) -> Result<T, String>,
@@ -222,8 +240,10 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let defaults = rill_server::Config::default();
-        let streams = self.streams.resolve(file_streams(&mut file))?;
         let edge = self.edge.resolve(file_edge(&mut file))?;
+        let streams = self.streams.resolve(file_streams(&mut file))?;
+        let bots = file.bots.take();
+        let chat = self.chat.resolve(file_chat(&mut file), bots)?;
 
         let listen = match pick(self.listen, file.listen) {
             Some(v) => parse_key("listen", &v, |s| {
@@ -240,6 +260,7 @@ impl ServeArgs {
             bail!("invalid value for `log`: it is empty");
         }
 
+
         Ok(Settings {
             server: rill_server::Config {
                 listen,
@@ -250,7 +271,25 @@ impl ServeArgs {
                 streams,
             },
             log,
+            chat,
         })
+    }
+}
+
+/// Takes the chat keys out of the file.
+fn file_chat(file: &mut FileConfig) -> crate::chat_config::ChatArgs {
+    crate::chat_config::ChatArgs {
+        database: file.database.take(),
+        instance_id: file.instance_id.take(),
+        checkpoint_interval: file.checkpoint_interval.take(),
+        history_budget: file.history_budget.take(),
+        max_content_chars: file.max_content_chars.take(),
+        demo_first_token_delay: file.demo_first_token_delay.take(),
+        demo_tokens_per_second: file.demo_tokens_per_second.take(),
+        upstream_connect_timeout: file.upstream_connect_timeout.take(),
+        upstream_first_token_timeout: file.upstream_first_token_timeout.take(),
+        upstream_idle_timeout: file.upstream_idle_timeout.take(),
+        upstream_max_attempts: file.upstream_max_attempts.take(),
     }
 }
 
@@ -265,13 +304,7 @@ pub(crate) fn count(value: &str) -> Result<usize, String> {
 
 /// A duration of at least 1 ms.
 pub(crate) fn positive_duration(value: &str) -> Result<Duration, String> {
-    duration(value).and_then(|d| {
-        if d.is_zero() {
-            Err("must be more than 0".to_owned())
-        } else {
-            Ok(d)
-        }
-    })
+    duration(value).and_then(|d| if d.is_zero() { Err("must be more than 0".to_owned()) } else { Ok(d) })
 }
 
 impl StreamArgs {
@@ -307,11 +340,7 @@ impl StreamArgs {
         }
         if let Some(v) = pick(self.max_stream_duration, file.max_stream_duration) {
             c.max_stream_duration = parse_key("max_stream_duration", &v, |s| {
-                if s.trim() == "off" {
-                    Ok(None)
-                } else {
-                    positive_duration(s).map(Some)
-                }
+                if s.trim() == "off" { Ok(None) } else { positive_duration(s).map(Some) }
             })?;
         }
         Ok(c)

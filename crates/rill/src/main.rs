@@ -1,5 +1,6 @@
 //! The `rill` command line: parse arguments, set up logging, hand off to a subcommand.
 
+mod chat_config;
 mod config;
 mod pub_cmd;
 mod serve;

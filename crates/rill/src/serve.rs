@@ -16,6 +16,7 @@ pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -33,13 +34,46 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
 
-    tracing::info!(address = %listener.local_addr()?, "rill is listening");
-    let state = rill_server::AppState::new(config, shutdown);
-    rill_server::serve(listener, state)
+    let chat = settings.chat;
+    let store = rill_store::connect(&chat.database)
         .await
-        .context("the server failed")?;
+        .with_context(|| "cannot open the chat database (setting `database`)".to_owned())?;
+    let state = rill_server::AppState::new(config.clone(), shutdown.clone());
+    let bots = build_bots(chat.bots, &chat.providers)?;
+    let engine = rill_chat::ChatEngine::new(store, state.hub.broker().clone(), bots, chat.engine);
+    // One instance with the in-process broker: nothing else can be running a generation, so
+    // every message left `streaming` by a previous run is over.
+    let recovered = engine.recover(true).await.context("cannot recover interrupted generations")?;
+    if recovered > 0 {
+        tracing::info!(recovered, "marked generations of a previous run interrupted");
+    }
+    let state = state.with_chat(engine.clone());
+
+    tracing::info!(address = %listener.local_addr()?, "rill is listening");
+    let served = rill_server::serve(listener, state).await;
+    engine.shutdown(config.shutdown_grace).await;
+    served.context("the server failed")?;
     tracing::info!("rill stopped");
     Ok(())
+}
+
+/// The configured bots, or the defaults (demo, plus OpenAI/Anthropic when their key is set),
+/// each with its provider.
+fn build_bots(
+    configured: Option<Vec<rill_core::BotConfig>>,
+    settings: &rill_providers::ProviderSettings,
+) -> anyhow::Result<Vec<rill_chat::Bot>> {
+    let env = |name: &str| std::env::var(name).ok();
+    let configs = configured.unwrap_or_else(|| rill_providers::default_bots(&env));
+    configs
+        .into_iter()
+        .map(|config| {
+            let provider = rill_providers::build_provider(&config, &env, settings)
+                .with_context(|| format!("cannot set up bot {:?}", config.id))?;
+            tracing::info!(bot = %config.id, provider = ?config.provider, model = %config.model, "bot ready");
+            Ok(rill_chat::Bot { config, provider })
+        })
+        .collect()
 }
 
 /// Fires `shutdown` on the first SIGINT or SIGTERM.
