@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::error::Error;
-use crate::event_source::{SseRequest, status_error};
+use crate::event_source::{SseRequest, status_error, transport};
 use crate::topics::TopicsClient;
 
 /// A client of one rill server. Cheap to clone (the connection pool is shared).
@@ -122,9 +122,9 @@ impl Client {
         &self,
         request: RequestBuilder,
     ) -> Result<T, Error> {
-        let response = request.send().await.map_err(Error::Transport)?;
+        let response = request.send().await.map_err(transport)?;
         let response = check_status(response).await?;
-        let body = response.bytes().await.map_err(Error::Transport)?;
+        let body = response.bytes().await.map_err(transport)?;
         serde_json::from_slice(&body).map_err(Error::Decode)
     }
 }

@@ -336,13 +336,10 @@ impl Connection {
             };
             let chunk = match self.request.read_timeout {
                 Some(limit) => match tokio::time::timeout(limit, body.next()).await {
-                    Ok(chunk) => chunk.map(|chunk| chunk.map_err(Error::Transport)),
+                    Ok(chunk) => chunk.map(|chunk| chunk.map_err(transport)),
                     Err(_) => Some(Err(Error::ReadTimeout(limit))),
                 },
-                None => body
-                    .next()
-                    .await
-                    .map(|chunk| chunk.map_err(Error::Transport)),
+                None => body.next().await.map(|chunk| chunk.map_err(transport)),
             };
             let reason = match chunk {
                 Some(Ok(bytes)) => {
@@ -352,7 +349,7 @@ impl Connection {
                 Some(Err(error)) => error,
                 None => Error::Disconnected,
             };
-            tracing::debug!(url = %self.request.url, error = %reason, "the event stream ended; reconnecting");
+            tracing::debug!(host = self.request.url.host_str(), path = self.request.url.path(), error = %reason, "the event stream ended; reconnecting");
             self.body = None;
             if let Err(error) = self.schedule(reason, None) {
                 return Some(Err(self.finish(error)));
@@ -477,13 +474,22 @@ async fn connect(request: &SseRequest, last_event_id: &str) -> Result<(Body, Url
 fn transport_failure(error: reqwest::Error) -> Failure {
     // A redirect loop or a request that cannot be built fails the same way every time.
     if error.is_redirect() || error.is_builder() {
-        Failure::Fatal(Error::Transport(error))
+        Failure::Fatal(transport(error))
     } else {
         Failure::Retry {
-            error: Error::Transport(error),
+            error: transport(error),
             retry_after: None,
         }
     }
+}
+
+/// Wraps a reqwest error, without the URL's query: clients that cannot send headers put tokens
+/// there (`?access_token=`), and error messages end up in logs.
+pub(crate) fn transport(mut error: reqwest::Error) -> Error {
+    if let Some(url) = error.url_mut() {
+        url.set_query(None);
+    }
+    Error::Transport(error)
 }
 
 /// `text/event-stream`, with or without parameters (`;charset=...`, a trailing `;`), any case.

@@ -225,7 +225,9 @@ async fn a_refused_connection_is_a_transport_error_and_is_retried() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let url = format!("http://{addr}/").parse().unwrap();
+    let url = format!("http://{addr}/sse?access_token=s3cret")
+        .parse()
+        .unwrap();
     let limited = RetryPolicy {
         max_retries: Some(1),
         ..policy()
@@ -234,8 +236,16 @@ async fn a_refused_connection_is_a_transport_error_and_is_retried() {
         .retry_policy(limited)
         .stream();
     match next(&mut stream).await {
-        Some(Err(Error::RetriesExhausted { attempts: 2, last })) => {
-            assert_eq!(last.kind(), "transport")
+        Some(Err(error)) => {
+            assert!(
+                matches!(&error, Error::RetriesExhausted { attempts: 2, last } if last.kind() == "transport"),
+                "{error:?}"
+            );
+            let shown = format!("{error} {error:?}");
+            assert!(
+                shown.contains("/sse") && !shown.contains("s3cret"),
+                "query tokens stay out of errors: {shown}"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
