@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rill_core::{Store, StoreError};
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use backend::MAX_PAGE_LIMIT;
@@ -119,12 +120,29 @@ async fn connect_postgres(url: &str, target: &str) -> Result<Arc<dyn Store>, Sto
     // sqlx's parse errors can quote the URL; ours names it without the password.
     let options = PgConnectOptions::from_str(url)
         .map_err(|_| StoreError::Backend(format!("invalid PostgreSQL URL `{target}`")))?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        StoreError::Backend(format!("cannot connect to PostgreSQL {target}: {e}"))
+    };
+    // One plain connection first: the pool retries a refused connection until its timeout
+    // (made for a server still starting) and then reports only "timed out"; start-up should
+    // fail at once and say why (refused, no such database, bad password).
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| {
+            unreachable(&format_args!(
+                "no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| unreachable(&e))?;
+    // Best effort: the probe has done its job either way.
+    let _ = probe.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(PG_MAX_CONNECTIONS)
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(options)
         .await
-        .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL {target}: {e}")))?;
+        .map_err(|e| unreachable(&e))?;
     PG_MIGRATIONS
         .run(&pool)
         .await

@@ -42,6 +42,7 @@ async fn an_unreachable_postgres_fails_without_revealing_the_password() {
         message.contains("127.0.0.1:1"),
         "names the server: {message}"
     );
+    assert!(message.contains("refused"), "says why: {message}");
     assert!(
         !message.contains("hunter2"),
         "leaks the password: {message}"
