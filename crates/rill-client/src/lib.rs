@@ -38,5 +38,5 @@ pub use event_source::{EventStream, SseItem, SseRequest};
 pub use policy::RetryPolicy;
 pub use reqwest;
 pub use rill_sse::OwnedEvent as Event;
-pub use topics::{Published, TopicEvent, TopicStream, TopicsClient};
+pub use topics::{Published, SUBSCRIBE_READ_TIMEOUT, TopicEvent, TopicStream, TopicsClient};
 pub use url::Url;

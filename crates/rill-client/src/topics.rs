@@ -4,6 +4,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::Stream;
 use reqwest::Method;
@@ -14,6 +15,9 @@ use serde_json::Value;
 use crate::client::Client;
 use crate::error::Error;
 use crate::event_source::{EventStream, SseItem, SseRequest};
+
+/// The read timeout of topic subscriptions: three of rill's default 15 s heartbeats.
+pub const SUBSCRIBE_READ_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The topics API of one server. Get one with [`Client::topics`].
 #[derive(Debug, Clone)]
@@ -88,7 +92,9 @@ impl TopicsClient {
     }
 
     /// The subscription request for `topics`, to adjust (last event id, retry policy,
-    /// comments...) before [`TopicStream::new`]`(request.stream())`.
+    /// comments...) before [`TopicStream::new`]`(request.stream())`. Its read timeout is
+    /// [`SUBSCRIBE_READ_TIMEOUT`]: rill sends a heartbeat comment on idle streams, so a silent
+    /// connection is a dead one.
     pub fn subscribe_request<T: AsRef<str>>(&self, topics: &[T]) -> Result<SseRequest, Error> {
         if topics.is_empty() {
             return Err(Error::InvalidRequest(
@@ -102,7 +108,10 @@ impl TopicsClient {
                 query.append_pair("topic", topic.as_ref());
             }
         }
-        Ok(self.client.sse(Method::GET, url))
+        Ok(self
+            .client
+            .sse(Method::GET, url)
+            .read_timeout(SUBSCRIBE_READ_TIMEOUT))
     }
 
     /// Subscribes to `topics` with the default settings (reconnect forever, resume by id).

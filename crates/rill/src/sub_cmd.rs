@@ -71,7 +71,8 @@ pub(crate) struct SubArgs {
     #[arg(long)]
     json: bool,
 
-    /// Reconnect when nothing (not even a heartbeat) arrives for this long, e.g. `45s`.
+    /// Reconnect when nothing (not even a heartbeat) arrives for this long, e.g. `2m`
+    /// [default: 45s for topics (three heartbeats), none for a URL].
     #[arg(long, value_name = "DURATION", value_parser = crate::config::duration)]
     read_timeout: Option<Duration>,
 
