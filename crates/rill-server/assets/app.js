@@ -472,6 +472,7 @@ function renderMessage(view, id) {
   const node = view.nodes.get(id);
   if (!m || !node) return;
   node.dataset.role = m.role;
+  node.rillText = m.content; // the raw text, for tests and tools (a property: never parsed as HTML)
   node.dataset.status = m.status;
   node.setAttribute("aria-busy", m.status === "streaming" ? "true" : "false");
   node.setAttribute("aria-label", m.role === "user" ? "You" : botName(m.bot_id || app.botId));

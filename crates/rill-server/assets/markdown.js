@@ -238,11 +238,11 @@ function inline(text, parent, doc, depth = 0) {
         el(doc, "code", parent, code);
         k = end + run.length;
       }
-    } else if (depth < 6 && (m = /^(\*\*|__|~~)(?=\S)([\s\S]*?\S)\1/.exec(rest))) {
+    } else if (depth < 6 && (m = /^(\*\*|__|~~)(?=\S)([\s\S]*?\S)\1/.exec(rest)) && !(c === "_" && (/\w/.test(text[k - 1] || "") || /\w/.test(text[k + m[0].length] || "")))) {
       flush();
       inline(m[2], el(doc, m[1] === "~~" ? "del" : "strong", parent), doc, depth + 1);
       k += m[0].length;
-    } else if (depth < 6 && (m = /^([*_])(?=[^\s*_])([\s\S]*?[^\s\\])\1(?![*_])/.exec(rest)) && !(c === "_" && /\w/.test(text[k - 1] || ""))) {
+    } else if (depth < 6 && (m = /^([*_])(?=[^\s*_])([\s\S]*?[^\s\\])\1(?![*_])/.exec(rest)) && !(c === "_" && (/\w/.test(text[k - 1] || "") || /\w/.test(text[k + m[0].length] || "")))) {
       flush();
       inline(m[2], el(doc, "em", parent), doc, depth + 1);
       k += m[0].length;

@@ -171,21 +171,23 @@ export class ChatStream {
         } catch {
           return;
         }
+        if (type === "error" && data && data.reconnect && !data.message_id) {
+          // The server ends the stream (shutdown, maximum duration) and asks us to come back:
+          // reconnect without waiting for the drop.
+          es.close();
+          if (this.es === es) this.retryLater(true);
+          return;
+        }
         this.onEvent(type, data, e.lastEventId);
       });
     }
-    // The server says it is going away (shutdown, rebalancing): reconnect without waiting for the drop.
-    es.addEventListener("reconnect", () => {
-      es.close();
-      if (this.es === es) this.retryLater(true);
-    });
   }
 
   retryLater(soon = false) {
     if (this.closed) return;
     this.es = null;
     this.setState(offline() ? "offline" : this.opened ? "reconnecting" : "connecting");
-    const base = soon ? 100 : Math.min(10_000, 500 * 2 ** Math.min(this.attempt, 5));
+    const base = soon ? 100 : Math.min(8000, 500 * 2 ** Math.min(this.attempt, 4));
     this.attempt += 1;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), base / 2 + Math.random() * base);

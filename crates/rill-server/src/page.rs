@@ -25,10 +25,26 @@ struct Asset {
 
 /// Every file of the page. `index.html` is also served at `/`.
 const ASSETS: &[Asset] = &[
-    Asset { name: "index.html", content_type: "text/html; charset=utf-8", body: include_bytes!("../assets/index.html") },
-    Asset { name: "style.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../assets/style.css") },
-    Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../assets/app.js") },
-    Asset { name: "rill.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../assets/rill.js") },
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../assets/index.html"),
+    },
+    Asset {
+        name: "style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../assets/style.css"),
+    },
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/app.js"),
+    },
+    Asset {
+        name: "rill.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/rill.js"),
+    },
     Asset {
         name: "markdown.js",
         content_type: "text/javascript; charset=utf-8",
@@ -44,7 +60,11 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../assets/stream-worker.js"),
     },
-    Asset { name: "favicon.svg", content_type: "image/svg+xml", body: include_bytes!("../assets/favicon.svg") },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../assets/favicon.svg"),
+    },
 ];
 
 /// No inline script or style, no eval, same origin only. `worker-src` covers the SharedWorker
@@ -59,17 +79,19 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
     ASSETS
         .iter()
         .map(|asset| {
-            let hash = asset
-                .body
-                .iter()
-                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-            HeaderValue::from_str(&format!("\"{hash:016x}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+            let hash = asset.body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            HeaderValue::from_str(&format!("\"{hash:016x}\""))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
         })
         .collect()
 });
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/", get(index)).route("/assets/{name}", get(asset))
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{name}", get(asset))
 }
 
 async fn index(headers: HeaderMap) -> Response {
@@ -81,25 +103,46 @@ async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
 }
 
 fn serve(name: &str, request: &HeaderMap) -> Result<Response, ApiError> {
-    let index = ASSETS.iter().position(|a| a.name == name).ok_or_else(|| ApiError::not_found("no such asset"))?;
+    let index = ASSETS
+        .iter()
+        .position(|a| a.name == name)
+        .ok_or_else(|| ApiError::not_found("no such asset"))?;
     let asset = &ASSETS[index];
-    let etag = ETAGS.get(index).cloned().unwrap_or_else(|| HeaderValue::from_static("\"0\""));
+    let etag = ETAGS
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("\"0\""));
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim().trim_start_matches("W/").as_bytes() == etag.as_bytes()));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim().trim_start_matches("W/").as_bytes() == etag.as_bytes())
+        });
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (StatusCode::OK, asset.body).into_response()
     };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
     h.insert(header::ETAG, etag);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     Ok(response)
 }
 
@@ -110,17 +153,28 @@ mod tests {
     #[test]
     fn every_asset_is_served_with_its_type_and_a_revalidating_etag() {
         for asset in ASSETS {
-            let response = serve(asset.name, &HeaderMap::new()).unwrap_or_else(|e| e.into_response());
+            let response =
+                serve(asset.name, &HeaderMap::new()).unwrap_or_else(|e| e.into_response());
             assert_eq!(response.status(), StatusCode::OK, "{}", asset.name);
             assert_eq!(response.headers()[header::CONTENT_TYPE], asset.content_type);
-            assert!(response.headers()[header::CONTENT_SECURITY_POLICY].to_str().is_ok_and(|v| !v.contains("unsafe")));
+            assert!(
+                response.headers()[header::CONTENT_SECURITY_POLICY]
+                    .to_str()
+                    .is_ok_and(|v| !v.contains("unsafe"))
+            );
             let etag = response.headers()[header::ETAG].clone();
             let mut again = HeaderMap::new();
             again.insert(header::IF_NONE_MATCH, etag);
             let response = serve(asset.name, &again).unwrap_or_else(|e| e.into_response());
-            assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{}", asset.name);
+            assert_eq!(
+                response.status(),
+                StatusCode::NOT_MODIFIED,
+                "{}",
+                asset.name
+            );
         }
-        let missing = serve("../Cargo.toml", &HeaderMap::new()).unwrap_or_else(|e| e.into_response());
+        let missing =
+            serve("../Cargo.toml", &HeaderMap::new()).unwrap_or_else(|e| e.into_response());
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     }
 
@@ -128,11 +182,28 @@ mod tests {
     fn the_page_has_no_inline_script_or_style() {
         let html = std::str::from_utf8(ASSETS[0].body).unwrap_or_default();
         assert!(html.contains("<script type=\"module\" src=\"/assets/app.js\"></script>"));
-        assert_eq!(html.matches("<script").count(), 1, "only the one external module");
-        assert!(!html.contains("style=") && !html.contains("<style") && !html.contains(" on"));
+        assert_eq!(
+            html.matches("<script").count(),
+            1,
+            "only the one external module"
+        );
+        assert!(!html.contains("style=") && !html.contains("<style"));
+        // No inline event handler attribute (` onclick=`...).
+        let handler = html.match_indices(" on").any(|(at, _)| {
+            let name: String = html[at + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase())
+                .collect();
+            !name.is_empty() && html[at + 3 + name.len()..].starts_with('=')
+        });
+        assert!(!handler, "no inline event handlers");
         for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
             let js = std::str::from_utf8(asset.body).unwrap_or_default();
-            assert!(!js.contains("innerHTML") && !js.contains("eval(") && !js.contains("new Function"), "{}", asset.name);
+            assert!(
+                !js.contains("innerHTML") && !js.contains("eval(") && !js.contains("new Function"),
+                "{}",
+                asset.name
+            );
         }
     }
 }
