@@ -94,7 +94,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// `Streaming` messages whose lease ended before `now_ms`, or that have no lease and belong
-    /// to `owner` (the messages a crashed previous run of this instance left behind). With
+    /// to `owner` (the messages a crashed previous run of this instance left behind), or that
+    /// never got a lease and were last written (inserted or checkpointed) over a minute before
+    /// `now_ms` (their process died between the insert and its first `renew_lease`). With
     /// `owner` `None`: every `Streaming` message (single-instance start-up recovery).
     async fn orphaned(&self, now_ms: i64, owner: Option<&str>) -> Result<Vec<Message>, StoreError>;
 

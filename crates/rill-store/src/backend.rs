@@ -15,6 +15,12 @@ use sqlx::error::ErrorKind;
 /// bad limits itself, this only keeps one query's memory bounded).
 pub const MAX_PAGE_LIMIT: u32 = 500;
 
+/// How long a `streaming` message may go without a lease before another instance's reaper
+/// takes it as orphaned: its process died between inserting it and the first `renew_lease`.
+/// A generation that runs unleased (renewals failing) still checkpoints, which moves
+/// `updated_at`, so it is not reaped while it makes progress.
+pub(crate) const UNLEASED_GRACE_MS: i64 = 60_000;
+
 /// A new id: UUIDv7, so ids sort roughly by creation time and index well.
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -369,7 +375,8 @@ macro_rules! sql_store {
                     None => sqlx::query_as($crate::sql::ORPHANED_ALL),
                     Some(owner) => sqlx::query_as($crate::sql::ORPHANED_OF_OWNER)
                         .bind(now_ms)
-                        .bind(owner),
+                        .bind(owner)
+                        .bind(now_ms.saturating_sub($crate::backend::UNLEASED_GRACE_MS)),
                 };
                 let rows: Vec<$crate::rows::MessageRow> = query
                     .fetch_all(&self.pool)

@@ -87,12 +87,12 @@ pub(crate) const ORPHANED_ALL: &str = concat!(
     " FROM messages WHERE status = 'streaming' ORDER BY seq"
 );
 
-/// `$1` is now, `$2` the owner.
+/// `$1` is now, `$2` the owner, `$3` the cut-off for messages that never got a lease.
 pub(crate) const ORPHANED_OF_OWNER: &str = concat!(
     "SELECT ",
     message_cols!(),
     " FROM messages WHERE status = 'streaming' AND (lease_until < $1 \
-     OR (lease_until IS NULL AND lease_owner = $2)) ORDER BY seq"
+     OR (lease_until IS NULL AND (lease_owner = $2 OR updated_at < $3))) ORDER BY seq"
 );
 
 pub(crate) const PING: &str = "SELECT 1";

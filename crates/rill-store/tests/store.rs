@@ -677,11 +677,24 @@ async fn leases_expire_and_filter_by_owner(db: Db) {
         .step("take over");
     assert_eq!(orphaned(12_000, Some("instance-b")).await, vec![a.clone()]);
 
+    // A message that never got a lease (its process died right after inserting it) is taken
+    // by any instance once it has been silent for a minute, and not before.
+    let soon = rill_now() + 30_000;
+    assert_eq!(
+        orphaned(soon, Some("instance-c")).await,
+        vec![a.clone(), b.clone()]
+    );
+    let later = rill_now() + 61_000;
+    assert_eq!(
+        orphaned(later, Some("instance-c")).await,
+        vec![a.clone(), b.clone(), unleased.clone()]
+    );
+
     let done = outcome(MessageStatus::Interrupted, "");
     assert!(store.finish(a, &done).await.step("finish"));
     assert_eq!(
         orphaned(i64::MAX, Some("instance-c")).await,
-        vec![b.clone()]
+        vec![b.clone(), unleased.clone()]
     );
 }
 
