@@ -35,7 +35,7 @@ mod topics;
 pub use client::Client;
 pub use error::{ApiError, Error};
 pub use event_source::{EventStream, SseItem, SseRequest};
-pub use policy::RetryPolicy;
+pub use policy::{MIN_BACKOFF_BASE, RetryPolicy};
 pub use reqwest;
 pub use rill_sse::OwnedEvent as Event;
 pub use topics::{Published, SUBSCRIBE_READ_TIMEOUT, TopicEvent, TopicStream, TopicsClient};

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+/// The smallest backoff base once attempts fail in a row (see [`RetryPolicy::delay`]).
+pub const MIN_BACKOFF_BASE: Duration = Duration::from_millis(10);
+
 /// How an [`EventStream`](crate::EventStream) reconnects.
 ///
 /// The wait before the `n`-th consecutive reconnect (n = 1, 2, ...) is
@@ -45,7 +48,15 @@ impl RetryPolicy {
     }
 
     /// The wait before consecutive attempt `attempt` (1-based), from `base`; `random` in [0, 1).
+    ///
+    /// From the second attempt on, the base is at least [`MIN_BACKOFF_BASE`]: a server that sent
+    /// `retry: 0` and then keeps failing must not be hammered in a tight loop.
     pub fn delay(&self, base: Duration, attempt: u32, random: f64) -> Duration {
+        let base = if attempt > 1 {
+            base.max(MIN_BACKOFF_BASE)
+        } else {
+            base
+        };
         let doublings = attempt.saturating_sub(1).min(31);
         let exponential = base.saturating_mul(1u32 << doublings).min(self.max_delay);
         let jitter = self.jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0);
@@ -92,6 +103,12 @@ mod tests {
         // Jitter only adds, up to the configured share.
         assert_eq!(policy.delay(base, 1, 0.999_999).as_millis(), 14);
         assert_eq!(policy.delay(base, 40, 0.0), Duration::from_millis(100));
+        // `retry: 0` is honoured once; failures in a row still back off.
+        let zero = Duration::ZERO;
+        let delays: Vec<_> = (1..=3)
+            .map(|n| policy.delay(zero, n, 0.0).as_millis())
+            .collect();
+        assert_eq!(delays, [0, 20, 40]);
     }
 
     #[test]

@@ -108,6 +108,8 @@ async fn server_errors_are_retried_with_growing_delays_until_the_limit() {
     let server = TestServer::start(|_, _| Reply::status(500)).await;
     let max = RetryPolicy {
         max_retries: Some(4),
+        initial_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
         ..policy()
     };
     let mut stream = get(&server).retry_policy(max).state_changes(true).stream();
@@ -137,8 +139,8 @@ async fn server_errors_are_retried_with_growing_delays_until_the_limit() {
         5,
         "the first attempt and four retries"
     );
-    // 4 ms doubling, capped at 40 ms, each plus up to half of it in jitter.
-    let ms = [4.0, 8.0, 16.0, 32.0];
+    // 10 ms doubling, capped at 100 ms, each plus up to half of it in jitter.
+    let ms = [10.0, 20.0, 40.0, 80.0];
     for (delay, base) in delays.iter().zip(ms) {
         let delay = delay.as_secs_f64() * 1000.0;
         assert!(
