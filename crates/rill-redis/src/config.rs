@@ -35,13 +35,14 @@ pub struct RedisBrokerConfig {
 }
 
 impl RedisBrokerConfig {
-    /// The defaults: prefix `rill:`, 10 000 events and 24 hours per topic, 5 s bounds.
+    /// The defaults: prefix `rill:`, 1000 events and 1 hour per topic (as the in-process broker),
+    /// 5 s bounds.
     pub fn new(url: impl Into<String>) -> Self {
         RedisBrokerConfig {
             url: url.into(),
             key_prefix: "rill:".to_owned(),
-            retention_count: 10_000,
-            retention_age: Some(Duration::from_secs(24 * 3600)),
+            retention_count: 1000,
+            retention_age: Some(Duration::from_secs(3600)),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             max_reconnect_delay: Duration::from_secs(5),

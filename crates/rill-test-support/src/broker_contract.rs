@@ -4,7 +4,7 @@
 //! own settings, like a small retention, get a fresh broker); [`run_all`] runs them all. A broker
 //! crate calls them from its own tests, one `#[tokio::test]` per check so failures are named:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test]
 //! async fn offsets_start_at_one() {
 //!     broker_contract::offsets_start_at_one(&make()).await;
