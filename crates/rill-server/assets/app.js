@@ -236,7 +236,8 @@ async function openChat(chatId) {
     },
     onState: (state, detail) => {
       if (app.view !== view) return;
-      setConn(state);
+      view.conn = state;
+      setConn(navigator.onLine === false ? "offline" : state);
       if (state === "failed") showNotice(detail || "This chat cannot be followed.");
     },
     onOpen: () => {
@@ -449,6 +450,8 @@ function flush(view, stick) {
     if (want !== node) ui.log.insertBefore(node, want);
     prev = node;
   }
+  // Only the last answer offers Retry: the one that showed it re-renders once a newer one exists.
+  if (view.retryId && view.retryId !== lastAssistantId(view)) view.dirty.add(view.retryId);
   for (let round = 0; round < 3 && view.dirty.size; round++) {
     const ids = [...view.dirty];
     view.dirty.clear();
@@ -519,11 +522,8 @@ function renderMessage(view, id) {
     parts.push(foot);
   }
   node.replaceChildren(...parts);
-  if (node.querySelector(".retry")) {
-    // Only the last answer offers Retry: the one that showed it before re-renders without.
-    if (view.retryId && view.retryId !== id) view.dirty.add(view.retryId);
-    view.retryId = id;
-  }
+  if (node.querySelector(".retry")) view.retryId = id;
+  else if (view.retryId === id) view.retryId = null;
 }
 
 // ---- composing ---------------------------------------------------------------------------------
@@ -652,6 +652,7 @@ ui.scrim.addEventListener("click", closeMenu);
 addEventListener("keydown", (e) => e.key === "Escape" && ui.app.dataset.menu === "open" && (closeMenu(), ui.menu.focus()));
 
 addEventListener("offline", () => app.view?.chatId && setConn("offline"));
+addEventListener("online", () => app.view?.chatId && setConn(app.view.conn || "connecting"));
 channel?.addEventListener("message", ({ data }) => {
   if (data.type === "chats" && data.bot === app.botId) loadChats().catch(() => {});
 });
