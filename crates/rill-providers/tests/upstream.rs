@@ -424,3 +424,21 @@ async fn dropping_the_stream_before_the_first_token_closes_the_connection_too() 
         );
     }
 }
+
+#[tokio::test]
+async fn retry_after_replaces_the_backoff() {
+    let fake = FakeUpstream::start().await;
+    // Without the header the backoff would be 30 s or more, beyond the test's patience: only
+    // honouring `Retry-After: 0` lets the second attempt come in time.
+    let settings = ProviderSettings {
+        backoff_base: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(60),
+        ..settings()
+    };
+    fake.push(Reply::rate_limited("0"));
+    fake.push(Reply::status(503, "busy").header("retry-after", "0"));
+    let provider = provider(ProviderKind::Openai, fake.openai_base_url(), &settings);
+    let outcome = run(&*provider, request("hi")).await.unwrap();
+    assert_eq!(outcome.text, "Hello from the fake upstream.");
+    assert_eq!(fake.request_count(), 3);
+}
