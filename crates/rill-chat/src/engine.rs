@@ -26,7 +26,9 @@ pub struct Bot {
 
 impl std::fmt::Debug for Bot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bot").field("id", &self.config.id).finish_non_exhaustive()
+        f.debug_struct("Bot")
+            .field("id", &self.config.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,7 +77,10 @@ pub enum ChatError {
     Busy,
     /// Nothing to stop or retry: 409 with `code`.
     #[error("{message}")]
-    Conflict { code: &'static str, message: &'static str },
+    Conflict {
+        code: &'static str,
+        message: &'static str,
+    },
     /// The user's content is not acceptable: 400 (or 413 for `too_long`).
     #[error("{message}")]
     InvalidContent { code: &'static str, message: String },
@@ -121,7 +126,9 @@ pub struct ChatEngine {
 
 impl std::fmt::Debug for ChatEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatEngine").field("instance", &self.inner.settings.instance_id).finish()
+        f.debug_struct("ChatEngine")
+            .field("instance", &self.inner.settings.instance_id)
+            .finish()
     }
 }
 
@@ -155,7 +162,10 @@ struct Progress {
 
 /// How a generation ended, before it is written.
 enum Ending {
-    Complete { reason: Option<String>, usage: Option<Usage> },
+    Complete {
+        reason: Option<String>,
+        usage: Option<Usage>,
+    },
     Stopped,
     Interrupted,
     Failed(ProviderError),
@@ -202,7 +212,11 @@ impl ChatEngine {
     }
 
     /// Creates a chat with `bot_id` for `user_id`.
-    pub async fn create_chat(&self, user_id: &str, bot_id: &str) -> Result<rill_core::chat::Chat, ChatError> {
+    pub async fn create_chat(
+        &self,
+        user_id: &str,
+        bot_id: &str,
+    ) -> Result<rill_core::chat::Chat, ChatError> {
         if self.bot(bot_id).is_none() {
             return Err(ChatError::UnknownBot(bot_id.to_owned()));
         }
@@ -210,10 +224,23 @@ impl ChatEngine {
     }
 
     /// Posts `content` as `user_id`'s message in `chat_id` and starts the answer.
-    pub async fn send(&self, user_id: &str, chat_id: &str, content: &str) -> Result<Sent, ChatError> {
+    pub async fn send(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        content: &str,
+    ) -> Result<Sent, ChatError> {
         self.validate_content(content)?;
-        let chat = self.inner.store.get_chat(user_id, chat_id).await?.ok_or(ChatError::NotFound)?;
-        let bot = self.bot(&chat.bot_id).cloned().ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
+        let chat = self
+            .inner
+            .store
+            .get_chat(user_id, chat_id)
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        let bot = self
+            .bot(&chat.bot_id)
+            .cloned()
+            .ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
         if self.is_running(chat_id) {
             return Err(ChatError::Busy);
         }
@@ -227,7 +254,8 @@ impl ChatEngine {
             model: None,
         };
         let assistant = self.placeholder(chat_id, &bot);
-        let (user_message, assistant_message) = self.inner.store.insert_exchange(user, assistant).await?;
+        let (user_message, assistant_message) =
+            self.inner.store.insert_exchange(user, assistant).await?;
         self.claim(&assistant_message).await;
         let title: String = content.trim().chars().take(80).collect();
         if let Err(error) = self.inner.store.set_title_if_empty(chat_id, &title).await {
@@ -235,45 +263,99 @@ impl ChatEngine {
         }
 
         let topic = Topic::for_chat(chat_id);
-        let published = self.publish_or_fail(&topic, &assistant_message, events::created(&user_message)).await?;
-        let published_before = Published { epoch: published.epoch, offset: published.offset - 1 };
-        self.publish_or_fail(&topic, &assistant_message, events::created(&assistant_message)).await?;
+        let published = self
+            .publish_or_fail(&topic, &assistant_message, events::created(&user_message))
+            .await?;
+        let published_before = Published {
+            epoch: published.epoch,
+            offset: published.offset - 1,
+        };
+        self.publish_or_fail(
+            &topic,
+            &assistant_message,
+            events::created(&assistant_message),
+        )
+        .await?;
         let history = self.history(chat_id, None).await?;
         self.start(bot, assistant_message.clone(), history);
-        Ok(Sent { user_message, assistant_message, published_before })
+        Ok(Sent {
+            user_message,
+            assistant_message,
+            published_before,
+        })
     }
 
     /// Answers the last user message of `chat_id` again (after an error, a stop or an
     /// interruption), as a new assistant message.
     pub async fn regenerate(&self, user_id: &str, chat_id: &str) -> Result<Sent, ChatError> {
-        let chat = self.inner.store.get_chat(user_id, chat_id).await?.ok_or(ChatError::NotFound)?;
-        let bot = self.bot(&chat.bot_id).cloned().ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
+        let chat = self
+            .inner
+            .store
+            .get_chat(user_id, chat_id)
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        let bot = self
+            .bot(&chat.bot_id)
+            .cloned()
+            .ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
         if self.is_running(chat_id) {
             return Err(ChatError::Busy);
         }
         let page = self.inner.store.list_messages(chat_id, None, 50).await?;
-        let Some(question) = page.items.iter().rev().find(|m| m.role == Role::User).cloned() else {
-            return Err(ChatError::Conflict { code: "nothing_to_answer", message: "there is no user message to answer" });
+        let Some(question) = page
+            .items
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .cloned()
+        else {
+            return Err(ChatError::Conflict {
+                code: "nothing_to_answer",
+                message: "there is no user message to answer",
+            });
         };
-        let assistant_message = self.inner.store.insert_message(self.placeholder(chat_id, &bot)).await?;
+        let assistant_message = self
+            .inner
+            .store
+            .insert_message(self.placeholder(chat_id, &bot))
+            .await?;
         self.claim(&assistant_message).await;
         let topic = Topic::for_chat(chat_id);
-        let published = self.publish_or_fail(&topic, &assistant_message, events::created(&assistant_message)).await?;
-        let published_before = Published { epoch: published.epoch, offset: published.offset - 1 };
+        let published = self
+            .publish_or_fail(
+                &topic,
+                &assistant_message,
+                events::created(&assistant_message),
+            )
+            .await?;
+        let published_before = Published {
+            epoch: published.epoch,
+            offset: published.offset - 1,
+        };
         // The history up to and including the question; later answers (the failed ones) are not
         // part of the conversation the model sees.
         let history = self.history(chat_id, Some(question.seq)).await?;
         self.start(bot, assistant_message.clone(), history);
-        Ok(Sent { user_message: question, assistant_message, published_before })
+        Ok(Sent {
+            user_message: question,
+            assistant_message,
+            published_before,
+        })
     }
 
     /// Stops the generation running in `chat_id` (on this instance, or on another through the
     /// broker) and returns the message as stored afterwards.
     pub async fn stop(&self, user_id: &str, chat_id: &str) -> Result<Message, ChatError> {
-        self.inner.store.get_chat(user_id, chat_id).await?.ok_or(ChatError::NotFound)?;
+        self.inner
+            .store
+            .get_chat(user_id, chat_id)
+            .await?
+            .ok_or(ChatError::NotFound)?;
         let local = {
             let running = lock(&self.inner.running);
-            running.get(chat_id).map(|r| (r.message.id.clone(), r.cancel.clone(), r.done.clone()))
+            running
+                .get(chat_id)
+                .map(|r| (r.message.id.clone(), r.cancel.clone(), r.done.clone()))
         };
         let wait = self.inner.settings.stop_wait;
         let message_id = match local {
@@ -285,10 +367,16 @@ impl ChatEngine {
             None => {
                 // Maybe another instance runs it: find the streaming message, ask its owner.
                 let Some(streaming) = self.streaming_message(chat_id).await? else {
-                    return Err(ChatError::Conflict { code: "not_generating", message: "no generation is running in this chat" });
+                    return Err(ChatError::Conflict {
+                        code: "not_generating",
+                        message: "no generation is running in this chat",
+                    });
                 };
                 let control = control_topic(chat_id);
-                let stop = NewEvent { name: Arc::from("stop"), data: bytes::Bytes::from_static(b"{}") };
+                let stop = NewEvent {
+                    name: Arc::from("stop"),
+                    data: bytes::Bytes::from_static(b"{}"),
+                };
                 self.inner.broker.publish(&control, stop).await?;
                 let deadline = tokio::time::Instant::now() + wait;
                 while tokio::time::Instant::now() < deadline {
@@ -300,7 +388,11 @@ impl ChatEngine {
                 streaming.id
             }
         };
-        self.inner.store.get_message(&message_id).await?.ok_or(ChatError::NotFound)
+        self.inner
+            .store
+            .get_message(&message_id)
+            .await?
+            .ok_or(ChatError::NotFound)
     }
 
     /// The in-progress message of `chat_id`, if any, as a snapshot consistent with an offset of
@@ -313,13 +405,21 @@ impl ChatEngine {
                 let progress = lock(&r.progress);
                 let mut message = r.message.clone();
                 message.content.clone_from(&progress.text);
-                return Ok(Some(Snapshot { message, offset: progress.offset }));
+                return Ok(Some(Snapshot {
+                    message,
+                    offset: progress.offset,
+                }));
             }
         }
         let Some(mut message) = self.streaming_message(chat_id).await? else {
             return Ok(None);
         };
-        let mut offset = self.inner.store.checkpoint_offset(&message.id).await?.unwrap_or(0);
+        let mut offset = self
+            .inner
+            .store
+            .checkpoint_offset(&message.id)
+            .await?
+            .unwrap_or(0);
         let topic = Topic::for_chat(chat_id);
         // Bounded: a checkpoint is at most `checkpoint_interval` old, so few deltas follow it.
         for _ in 0..64 {
@@ -329,7 +429,9 @@ impl ChatEngine {
                 // checkpoint itself, at the offset right before what the log still has.
                 break;
             }
-            let Some(last) = read.events.last().map(|e| e.offset) else { break };
+            let Some(last) = read.events.last().map(|e| e.offset) else {
+                break;
+            };
             for event in &read.events {
                 if &*event.name == events::DELTA {
                     if let Ok(d) = serde_json::from_slice::<events::DeltaData>(&event.data) {
@@ -365,8 +467,19 @@ impl ChatEngine {
             if self.inner.store.finish(&message.id, &outcome).await? {
                 recovered += 1;
                 tracing::info!(message_id = %message.id, chat_id = %message.chat_id, "marked an orphaned generation interrupted");
-                let event = events::completed(&message.id, MessageStatus::Interrupted, Some("interrupted"), None, None);
-                if let Err(error) = self.inner.broker.publish(&Topic::for_chat(&message.chat_id), event).await {
+                let event = events::completed(
+                    &message.id,
+                    MessageStatus::Interrupted,
+                    Some("interrupted"),
+                    None,
+                    None,
+                );
+                if let Err(error) = self
+                    .inner
+                    .broker
+                    .publish(&Topic::for_chat(&message.chat_id), event)
+                    .await
+                {
                     tracing::warn!(%error, "cannot announce an interrupted generation");
                 }
             }
@@ -398,7 +511,10 @@ impl ChatEngine {
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
-        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("generations did not finish within the shutdown grace period");
         }
     }
@@ -410,7 +526,10 @@ impl ChatEngine {
 
     fn validate_content(&self, content: &str) -> Result<(), ChatError> {
         if content.trim().is_empty() {
-            return Err(ChatError::InvalidContent { code: "empty_content", message: "content is empty".into() });
+            return Err(ChatError::InvalidContent {
+                code: "empty_content",
+                message: "content is empty".into(),
+            });
         }
         let max = self.inner.settings.max_content_chars;
         if content.chars().count() > max {
@@ -435,14 +554,24 @@ impl ChatEngine {
 
     async fn claim(&self, message: &Message) {
         let until = now_ms() + duration_ms(self.inner.settings.lease_ttl);
-        if let Err(error) = self.inner.store.renew_lease(&message.id, &self.inner.settings.instance_id, until).await {
+        if let Err(error) = self
+            .inner
+            .store
+            .renew_lease(&message.id, &self.inner.settings.instance_id, until)
+            .await
+        {
             tracing::warn!(%error, message_id = %message.id, "cannot take the generation's lease");
         }
     }
 
     /// Publishes an event of the exchange; if the broker is down, the placeholder is finished
     /// as `error` so the chat is not left busy.
-    async fn publish_or_fail(&self, topic: &Topic, placeholder: &Message, event: NewEvent) -> Result<Published, ChatError> {
+    async fn publish_or_fail(
+        &self,
+        topic: &Topic,
+        placeholder: &Message,
+        event: NewEvent,
+    ) -> Result<Published, ChatError> {
         match self.inner.broker.publish(topic, event).await {
             Ok(p) => Ok(p),
             Err(error) => {
@@ -462,7 +591,11 @@ impl ChatEngine {
     }
 
     /// The chat's history for the prompt, oldest first, up to (and including) `up_to_seq`.
-    async fn history(&self, chat_id: &str, up_to_seq: Option<i64>) -> Result<Vec<Message>, ChatError> {
+    async fn history(
+        &self,
+        chat_id: &str,
+        up_to_seq: Option<i64>,
+    ) -> Result<Vec<Message>, ChatError> {
         let budget = self.inner.settings.history_budget_chars;
         let mut before = up_to_seq.map(|s| rill_core::chat::PageCursor(s + 1));
         let mut newest_first: Vec<Message> = Vec::new();
@@ -475,7 +608,9 @@ impl ChatEngine {
                 newest_first.push(m);
             }
             match page.next_before {
-                Some(cursor) if chars < budget => before = rill_core::chat::PageCursor::parse(&cursor),
+                Some(cursor) if chars < budget => {
+                    before = rill_core::chat::PageCursor::parse(&cursor)
+                }
                 _ => break,
             }
             if before.is_none() {
@@ -489,7 +624,11 @@ impl ChatEngine {
     async fn streaming_message(&self, chat_id: &str) -> Result<Option<Message>, ChatError> {
         // The streaming message is among the newest: one page is enough.
         let page = self.inner.store.list_messages(chat_id, None, 20).await?;
-        Ok(page.items.into_iter().rev().find(|m| m.status == MessageStatus::Streaming))
+        Ok(page
+            .items
+            .into_iter()
+            .rev()
+            .find(|m| m.status == MessageStatus::Streaming))
     }
 
     fn start(&self, bot: Bot, message: Message, history: Vec<Message>) {
@@ -505,18 +644,32 @@ impl ChatEngine {
         let (done_tx, done_rx) = watch::channel(false);
         lock(&self.inner.running).insert(
             message.chat_id.clone(),
-            Running { message: message.clone(), cancel: cancel.clone(), progress: progress.clone(), done: done_rx },
+            Running {
+                message: message.clone(),
+                cancel: cancel.clone(),
+                progress: progress.clone(),
+                done: done_rx,
+            },
         );
         let inner = self.inner.clone();
         // A root span: the generation outlives the request that started it.
         let span = tracing::info_span!(parent: None, "generation", chat_id = %message.chat_id, message_id = %message.id);
-        self.inner.tracker.spawn(tracing::Instrument::instrument(async move {
-            let chat_id = message.chat_id.clone();
-            let generation = Generation { inner: inner.clone(), provider: bot.provider, message, cancel, progress };
-            generation.run(request).await;
-            lock(&inner.running).remove(&chat_id);
-            let _ = done_tx.send(true);
-        }, span));
+        self.inner.tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                let chat_id = message.chat_id.clone();
+                let generation = Generation {
+                    inner: inner.clone(),
+                    provider: bot.provider,
+                    message,
+                    cancel,
+                    progress,
+                };
+                generation.run(request).await;
+                lock(&inner.running).remove(&chat_id);
+                let _ = done_tx.send(true);
+            },
+            span,
+        ));
     }
 }
 
@@ -543,7 +696,15 @@ impl Generation {
     async fn run(self, request: CompletionRequest) {
         let chat_id = self.message.chat_id.clone();
         let topic = Topic::for_chat(&chat_id);
-        let _stop_listener = match self.inner.broker.attach(&control_topic(&chat_id), Arc::new(StopSink(self.cancel.clone()))).await {
+        let _stop_listener = match self
+            .inner
+            .broker
+            .attach(
+                &control_topic(&chat_id),
+                Arc::new(StopSink(self.cancel.clone())),
+            )
+            .await
+        {
             Ok(a) => Some(a),
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for remote stop requests");
@@ -623,7 +784,12 @@ impl Generation {
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0;
         loop {
-            match self.inner.broker.publish(topic, events::delta(&self.message.id, text)).await {
+            match self
+                .inner
+                .broker
+                .publish(topic, events::delta(&self.message.id, text))
+                .await
+            {
                 Ok(p) => return Ok(p.offset),
                 Err(error) if attempt >= 4 => return Err(error),
                 Err(error) => {
@@ -644,7 +810,12 @@ impl Generation {
             }
             (p.text.clone(), p.offset)
         };
-        match self.inner.store.checkpoint(&self.message.id, &text, offset).await {
+        match self
+            .inner
+            .store
+            .checkpoint(&self.message.id, &text, offset)
+            .await
+        {
             Ok(()) => *saved_len = text.len(),
             Err(error) => tracing::warn!(%error, "checkpoint failed; will retry"),
         }
@@ -653,10 +824,30 @@ impl Generation {
     async fn finish(&self, topic: &Topic, ending: Ending) {
         let content = std::mem::take(&mut lock(&self.progress).text);
         let (status, finish_reason, usage, error) = match ending {
-            Ending::Complete { reason, usage } => (MessageStatus::Complete, reason.or(Some("stop".into())), usage, None),
-            Ending::Stopped => (MessageStatus::Stopped, Some("stopped".to_owned()), None, None),
-            Ending::Interrupted => (MessageStatus::Interrupted, Some("interrupted".to_owned()), None, None),
-            Ending::Failed(e) => (MessageStatus::Error, Some("error".to_owned()), None, Some(e)),
+            Ending::Complete { reason, usage } => (
+                MessageStatus::Complete,
+                reason.or(Some("stop".into())),
+                usage,
+                None,
+            ),
+            Ending::Stopped => (
+                MessageStatus::Stopped,
+                Some("stopped".to_owned()),
+                None,
+                None,
+            ),
+            Ending::Interrupted => (
+                MessageStatus::Interrupted,
+                Some("interrupted".to_owned()),
+                None,
+                None,
+            ),
+            Ending::Failed(e) => (
+                MessageStatus::Error,
+                Some("error".to_owned()),
+                None,
+                Some(e),
+            ),
         };
         tracing::info!(status = %status, chars = content.chars().count(), "generation ended");
         let outcome = Outcome {
@@ -714,7 +905,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn duration_ms(d: Duration) -> i64 {

@@ -57,7 +57,10 @@ impl<'a> From<&'a Message> for MessageView<'a> {
 fn event(name: &'static str, data: &impl Serialize) -> NewEvent {
     // Serializing plain structs of strings and numbers cannot fail.
     let json = serde_json::to_vec(data).unwrap_or_default();
-    NewEvent { name: Arc::from(name), data: Bytes::from(json) }
+    NewEvent {
+        name: Arc::from(name),
+        data: Bytes::from(json),
+    }
 }
 
 pub fn created(message: &Message) -> NewEvent {
@@ -96,7 +99,16 @@ pub fn completed(
     usage: Option<Usage>,
     error: Option<&str>,
 ) -> NewEvent {
-    event(COMPLETED, &Completed { message_id, status, finish_reason, usage, error })
+    event(
+        COMPLETED,
+        &Completed {
+            message_id,
+            status,
+            finish_reason,
+            usage,
+            error,
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -107,7 +119,14 @@ struct ErrorEvent<'a> {
 }
 
 pub fn error(code: &str, message: &str, message_id: &str) -> NewEvent {
-    event(ERROR, &ErrorEvent { code, message, message_id })
+    event(
+        ERROR,
+        &ErrorEvent {
+            code,
+            message,
+            message_id,
+        },
+    )
 }
 
 /// The fields of a `message.delta` event's data, for readers that merge or replay deltas.

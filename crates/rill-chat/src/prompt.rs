@@ -30,7 +30,10 @@ pub(crate) fn fit_history(history: &[Message], budget_chars: usize) -> Vec<Promp
             break;
         }
         used += cost;
-        picked.push(PromptMessage { role: m.role, content: m.content.clone() });
+        picked.push(PromptMessage {
+            role: m.role,
+            content: m.content.clone(),
+        });
     }
     picked.reverse();
     picked
@@ -70,9 +73,15 @@ mod tests {
             msg(Assistant, Complete, ""),
             msg(User, Complete, "dd"),
         ];
-        let got: Vec<String> = fit_history(&history, 8).into_iter().map(|m| m.content).collect();
+        let got: Vec<String> = fit_history(&history, 8)
+            .into_iter()
+            .map(|m| m.content)
+            .collect();
         assert_eq!(got, ["bbbb", "cc", "dd"]);
-        let got: Vec<String> = fit_history(&history, 1).into_iter().map(|m| m.content).collect();
+        let got: Vec<String> = fit_history(&history, 1)
+            .into_iter()
+            .map(|m| m.content)
+            .collect();
         assert_eq!(got, ["dd"], "the question is kept even over budget");
     }
 }

@@ -30,7 +30,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/bots", get(list_bots))
         .route("/api/chats", post(create_chat).get(list_chats))
         .route("/api/chats/{id}", get(get_chat).delete(delete_chat))
-        .route("/api/chats/{id}/messages", get(list_messages).post(send_message))
+        .route(
+            "/api/chats/{id}/messages",
+            get(list_messages).post(send_message),
+        )
         .route("/api/chats/{id}/regenerate", post(regenerate))
         .route("/api/chats/{id}/stop", post(stop))
         .route("/api/chats/{id}/events", get(chat_events))
@@ -45,21 +48,32 @@ impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
         match e {
             ChatError::NotFound => ApiError::not_found("no such chat"),
-            ChatError::UnknownBot(bot) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_bot", format!("no bot {bot:?} is configured"))
-            }
+            ChatError::UnknownBot(bot) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_bot",
+                format!("no bot {bot:?} is configured"),
+            ),
             ChatError::Busy => ApiError::new(
                 StatusCode::CONFLICT,
                 "generation_running",
                 "a generation is already running in this chat; stop it or wait for it to finish",
             ),
-            ChatError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            ChatError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
             ChatError::InvalidContent { code, message } => {
-                let status =
-                    if code == "content_too_long" { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+                let status = if code == "content_too_long" {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
                 ApiError::new(status, code, message)
             }
-            ChatError::Broker(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", e.to_string()),
+            ChatError::Broker(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                e.to_string(),
+            ),
             ChatError::Store(e) => ApiError::internal(e),
         }
     }
@@ -74,7 +88,10 @@ struct BotView<'a> {
     model: &'a str,
 }
 
-async fn list_bots(State(state): State<AppState>, _principal: Principal) -> Result<Response, ApiError> {
+async fn list_bots(
+    State(state): State<AppState>,
+    _principal: Principal,
+) -> Result<Response, ApiError> {
     let bots: Vec<BotView<'_>> = state
         .chat()?
         .bots()
@@ -101,7 +118,10 @@ async fn create_chat(
     principal: Principal,
     JsonBody(body): JsonBody<CreateChat>,
 ) -> Result<Response, ApiError> {
-    let chat = state.chat()?.create_chat(&principal.user, &body.bot).await?;
+    let chat = state
+        .chat()?
+        .create_chat(&principal.user, &body.bot)
+        .await?;
     Ok((StatusCode::CREATED, Json(chat_view(&chat))).into_response())
 }
 
@@ -114,11 +134,17 @@ struct ListQuery {
 }
 
 /// Parses the `before` and `limit` of a listing, with errors that say what is wrong.
-fn page_params(before: Option<&str>, limit: Option<&str>) -> Result<(Option<PageCursor>, u32), ApiError> {
+fn page_params(
+    before: Option<&str>,
+    limit: Option<&str>,
+) -> Result<(Option<PageCursor>, u32), ApiError> {
     let before = match before {
         None => None,
         Some(s) => Some(PageCursor::parse(s).ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "`before` is not a cursor returned by this API")
+            ApiError::bad_request(
+                "invalid_cursor",
+                "`before` is not a cursor returned by this API",
+            )
         })?),
     };
     let limit = match limit {
@@ -143,7 +169,12 @@ async fn list_chats(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let (before, limit) = page_params(query.before.as_deref(), query.limit.as_deref())?;
-    let page = state.chat()?.store().list_chats(&principal.user, query.bot.as_deref(), before, limit).await.map_err(ChatError::from)?;
+    let page = state
+        .chat()?
+        .store()
+        .list_chats(&principal.user, query.bot.as_deref(), before, limit)
+        .await
+        .map_err(ChatError::from)?;
     let chats: Vec<_> = page.items.iter().map(chat_view).collect();
     Ok(Json(json!({ "chats": chats, "next_before": page.next_before })).into_response())
 }
@@ -160,23 +191,43 @@ fn chat_view(chat: &Chat) -> serde_json::Value {
 }
 
 async fn owned_chat(state: &AppState, principal: &Principal, id: &str) -> Result<Chat, ApiError> {
-    state.chat()?.store().get_chat(&principal.user, id).await.map_err(ChatError::from)?.ok_or_else(|| ApiError::not_found("no such chat"))
+    state
+        .chat()?
+        .store()
+        .get_chat(&principal.user, id)
+        .await
+        .map_err(ChatError::from)?
+        .ok_or_else(|| ApiError::not_found("no such chat"))
 }
 
-async fn get_chat(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_chat(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let chat = owned_chat(&state, &principal, &id).await?;
     let mut view = chat_view(&chat);
     view["generating"] = json!(state.chat()?.snapshot(&id).await?.map(|s| s.message.id));
     Ok(Json(view).into_response())
 }
 
-async fn delete_chat(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn delete_chat(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     owned_chat(&state, &principal, &id).await?;
     // A running generation would write into a deleted chat: stop it first.
     if state.chat()?.is_running(&id) {
         let _ = state.chat()?.stop(&principal.user, &id).await;
     }
-    if state.chat()?.store().delete_chat(&principal.user, &id).await.map_err(ChatError::from)? {
+    if state
+        .chat()?
+        .store()
+        .delete_chat(&principal.user, &id)
+        .await
+        .map_err(ChatError::from)?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("no such chat"))
@@ -199,7 +250,12 @@ async fn list_messages(
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let (before, limit) = page_params(query.before.as_deref(), query.limit.as_deref())?;
     owned_chat(&state, &principal, &id).await?;
-    let page = state.chat()?.store().list_messages(&id, before, limit).await.map_err(ChatError::from)?;
+    let page = state
+        .chat()?
+        .store()
+        .list_messages(&id, before, limit)
+        .await
+        .map_err(ChatError::from)?;
     let messages: Vec<MessageView<'_>> = page.items.iter().map(MessageView::from).collect();
     Ok(Json(json!({ "messages": messages, "next_before": page.next_before })).into_response())
 }
@@ -222,8 +278,17 @@ enum Style {
 }
 
 fn style(headers: &HeaderMap) -> Style {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let types = accept.split(',').map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let types = accept.split(',').map(|t| {
+        t.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     for t in types {
         match t.as_str() {
             "text/event-stream" => return Style::Sse,
@@ -241,7 +306,10 @@ async fn send_message(
     headers: HeaderMap,
     JsonBody(body): JsonBody<SendMessage>,
 ) -> Result<Response, ApiError> {
-    let sent = state.chat()?.send(&principal.user, &id, &body.content).await?;
+    let sent = state
+        .chat()?
+        .send(&principal.user, &id, &body.content)
+        .await?;
     answer(&state, &principal, &id, style(&headers), sent).await
 }
 
@@ -256,7 +324,13 @@ async fn regenerate(
 }
 
 /// Answers a started exchange in the requested style.
-async fn answer(state: &AppState, principal: &Principal, chat_id: &str, style: Style, sent: Sent) -> Result<Response, ApiError> {
+async fn answer(
+    state: &AppState,
+    principal: &Principal,
+    chat_id: &str,
+    style: Style,
+    sent: Sent,
+) -> Result<Response, ApiError> {
     let assistant_id = sent.assistant_message.id.clone();
     if style == Style::Accepted {
         let body = json!({
@@ -310,7 +384,10 @@ struct Frame {
 /// The hub writes batches of frames; to know where the exchange ends, and to pull out the
 /// text for the plain style, each batch is parsed back with our own parser. This runs for one
 /// connection per POST, not on the fan-out path.
-fn exchange_frames(stream: HubStream, assistant_id: String) -> impl futures::Stream<Item = Frame> + Send {
+fn exchange_frames(
+    stream: HubStream,
+    assistant_id: String,
+) -> impl futures::Stream<Item = Frame> + Send {
     struct St {
         stream: HubStream,
         parser: rill_sse::Parser,
@@ -318,7 +395,13 @@ fn exchange_frames(stream: HubStream, assistant_id: String) -> impl futures::Str
         pending: std::collections::VecDeque<Frame>,
         done: bool,
     }
-    let st = St { stream, parser: rill_sse::Parser::new(), assistant_id, pending: Default::default(), done: false };
+    let st = St {
+        stream,
+        parser: rill_sse::Parser::new(),
+        assistant_id,
+        pending: Default::default(),
+        done: false,
+    };
     futures::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(frame) = st.pending.pop_front() {
@@ -332,7 +415,9 @@ fn exchange_frames(stream: HubStream, assistant_id: String) -> impl futures::Str
             let assistant_id = st.assistant_id.clone();
             let mut finished = false;
             st.parser.feed(&chunk, |item| {
-                let rill_sse::Item::Event(e) = item else { return };
+                let rill_sse::Item::Event(e) = item else {
+                    return;
+                };
                 if finished {
                     return;
                 }
@@ -348,14 +433,21 @@ fn exchange_frames(stream: HubStream, assistant_id: String) -> impl futures::Str
                 } else if e.event == events::COMPLETED {
                     finished = serde_json::from_str::<serde_json::Value>(e.data)
                         .ok()
-                        .and_then(|v| v.get("message_id").and_then(|m| m.as_str()).map(|m| m == assistant_id))
+                        .and_then(|v| {
+                            v.get("message_id")
+                                .and_then(|m| m.as_str())
+                                .map(|m| m == assistant_id)
+                        })
                         .unwrap_or(false);
                 } else if e.event == "reset" {
                     // The exchange can no longer be followed exactly: end; the client reads the
                     // stored message.
                     finished = true;
                 }
-                frames.push(Frame { bytes: Bytes::from(out), delta_text });
+                frames.push(Frame {
+                    bytes: Bytes::from(out),
+                    delta_text,
+                });
             });
             st.pending.extend(frames);
             st.done = finished;
@@ -363,16 +455,28 @@ fn exchange_frames(stream: HubStream, assistant_id: String) -> impl futures::Str
     })
 }
 
-async fn stop(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn stop(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let message = state.chat()?.stop(&principal.user, &id).await?;
     Ok(Json(json!({ "message": MessageView::from(&message) })).into_response())
 }
 
 /// `POST /api/chats/{id}/ticket`: a one-time ticket to open this chat's event stream, so a
 /// long-lived token never sits in an `EventSource` URL.
-async fn ticket(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn ticket(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     if principal.is_ticket() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a ticket cannot mint another ticket"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a ticket cannot mint another ticket",
+        ));
     }
     owned_chat(&state, &principal, &id).await?;
     let tickets = state.config.auth.tickets();
@@ -401,7 +505,11 @@ async fn chat_events(
     let topic = Topic::for_chat(&id);
     // Owning the chat is what grants its stream; a ticket must also name it.
     if !principal.may_follow_owned(&topic) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this ticket is not for this chat"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this ticket is not for this chat",
+        ));
     }
     let last_event_id = headers
         .get("last-event-id")
@@ -414,9 +522,14 @@ async fn chat_events(
     let replayable = match &last_event_id {
         Some(id) => match StreamCursor::parse(id) {
             Some(cursor) => {
-                let read = broker.read(&topic, u64::MAX, 0).await.map_err(ChatError::from)?;
+                let read = broker
+                    .read(&topic, u64::MAX, 0)
+                    .await
+                    .map_err(ChatError::from)?;
                 let offset = cursor.offsets.first().copied().unwrap_or(0);
-                cursor.matches(&read.epoch, std::slice::from_ref(&topic)) && offset + 1 >= read.first && offset <= read.head
+                cursor.matches(&read.epoch, std::slice::from_ref(&topic))
+                    && offset + 1 >= read.first
+                    && offset <= read.head
             }
             None => false,
         },
@@ -427,13 +540,21 @@ async fn chat_events(
     } else {
         // The head before the snapshot: anything published after it is replayed, so a
         // generation that starts right now is not missed.
-        let head = broker.read(&topic, u64::MAX, 0).await.map_err(ChatError::from)?.head;
+        let head = broker
+            .read(&topic, u64::MAX, 0)
+            .await
+            .map_err(ChatError::from)?
+            .head;
         match state.chat()?.snapshot(&id).await? {
             Some(snapshot) => {
-                let data = serde_json::to_string(&MessageView::from(&snapshot.message)).unwrap_or_default();
+                let data = serde_json::to_string(&MessageView::from(&snapshot.message))
+                    .unwrap_or_default();
                 (
                     Start::After(vec![(topic.clone(), snapshot.offset)]),
-                    vec![PreludeEvent { event: events::SNAPSHOT.to_owned(), data }],
+                    vec![PreludeEvent {
+                        event: events::SNAPSHOT.to_owned(),
+                        data,
+                    }],
                 )
             }
             None => (Start::After(vec![(topic.clone(), head)]), Vec::new()),
@@ -441,7 +562,13 @@ async fn chat_events(
     };
     let stream = state
         .hub
-        .open(StreamRequest { topics: vec![topic], start, wire: Wire::Raw, when_full: WhenFull::MergeDeltas, prelude })
+        .open(StreamRequest {
+            topics: vec![topic],
+            start,
+            wire: Wire::Raw,
+            when_full: WhenFull::MergeDeltas,
+            prelude,
+        })
         .await
         .map_err(ChatError::from)?;
     Ok(sse::hub_response(&state, &principal, stream))

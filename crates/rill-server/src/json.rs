@@ -22,7 +22,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         require_json(request.headers())?;
         let body = read_body(request.into_body(), state.config.streams.max_body_size()).await?;
         let value = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::bad_request("invalid_body", format!("unexpected body: {e}")),
+            serde_json::error::Category::Data => {
+                ApiError::bad_request("invalid_body", format!("unexpected body: {e}"))
+            }
             _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
         })?;
         Ok(JsonBody(value))
@@ -52,7 +54,8 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("bad_body", "the request body could not be read"))?;
+        let chunk = chunk
+            .map_err(|_| ApiError::bad_request("bad_body", "the request body could not be read"))?;
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

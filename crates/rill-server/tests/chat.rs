@@ -64,11 +64,15 @@ impl ChatServer {
         let bots: Vec<Bot> = configs
             .into_iter()
             .map(|config| {
-                let provider = rill_providers::build_provider(&config, &env, &settings).expect("provider");
+                let provider =
+                    rill_providers::build_provider(&config, &env, &settings).expect("provider");
                 Bot { config, provider }
             })
             .collect();
-        let engine_settings = EngineSettings { checkpoint_interval: Duration::from_millis(50), ..EngineSettings::default() };
+        let engine_settings = EngineSettings {
+            checkpoint_interval: Duration::from_millis(50),
+            ..EngineSettings::default()
+        };
         let server = TestServer::with_state(config, move |config, shutdown| {
             let state = AppState::new(config, shutdown);
             let engine = ChatEngine::new(store, state.hub.broker().clone(), bots, engine_settings);
@@ -87,7 +91,13 @@ impl ChatServer {
     }
 
     async fn create_chat(&self, bot: &str) -> String {
-        let response = self.client().post(self.url("/api/chats")).json(&json!({ "bot": bot })).send().await.expect("post");
+        let response = self
+            .client()
+            .post(self.url("/api/chats"))
+            .json(&json!({ "bot": bot }))
+            .send()
+            .await
+            .expect("post");
         assert_eq!(response.status(), 201);
         let chat: Value = response.json().await.expect("json");
         chat["id"].as_str().expect("id").to_owned()
@@ -104,7 +114,10 @@ impl ChatServer {
             .expect("post");
         assert_eq!(response.status(), 202, "{:?}", response.text().await);
         let body: Value = response.json().await.expect("json");
-        body["assistant_message"]["id"].as_str().expect("id").to_owned()
+        body["assistant_message"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
     }
 
     async fn messages(&self, chat: &str) -> Vec<Value> {
@@ -115,7 +128,15 @@ impl ChatServer {
             if let Some(b) = &before {
                 url.push_str(&format!("&before={b}"));
             }
-            let page: Value = self.client().get(self.url(&url)).send().await.expect("get").json().await.expect("json");
+            let page: Value = self
+                .client()
+                .get(self.url(&url))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
             let mut items = page["messages"].as_array().expect("messages").clone();
             items.extend(all);
             all = items;
@@ -128,7 +149,11 @@ impl ChatServer {
     }
 
     async fn message(&self, chat: &str, id: &str) -> Value {
-        self.messages(chat).await.into_iter().find(|m| m["id"] == id).expect("message stored")
+        self.messages(chat)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == id)
+            .expect("message stored")
     }
 
     /// Waits until the message is no longer `streaming`, and returns it.
@@ -139,13 +164,18 @@ impl ChatServer {
             if m["status"] != "streaming" {
                 return m;
             }
-            assert!(tokio::time::Instant::now() < deadline, "message {id} still streaming");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} still streaming"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     async fn events(&self, chat: &str, last_event_id: Option<&str>) -> SseStream {
-        let mut request = self.client().get(self.url(&format!("/api/chats/{chat}/events")));
+        let mut request = self
+            .client()
+            .get(self.url(&format!("/api/chats/{chat}/events")));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
@@ -163,7 +193,10 @@ fn data(event: &rill_sse::OwnedEvent) -> Value {
 async fn until_completed(stream: &mut SseStream, message_id: &str) -> Vec<rill_sse::OwnedEvent> {
     let mut seen = Vec::new();
     loop {
-        let event = stream.next_event().await.expect("stream ended before message.completed");
+        let event = stream
+            .next_event()
+            .await
+            .expect("stream ended before message.completed");
         let done = event.event == "message.completed" && data(&event)["message_id"] == message_id;
         seen.push(event);
         if done {
@@ -199,7 +232,13 @@ async fn upstream_faults_end_cleanly_and_the_chat_stays_usable() {
     let tokens = || Reply::tokens(["Hel", "lo ", "wor", "ld"]);
     let cases = || {
         vec![
-            Case { name: "normal", replies: vec![tokens()], status: "complete", text: "Hello world", error_code: None },
+            Case {
+                name: "normal",
+                replies: vec![tokens()],
+                status: "complete",
+                text: "Hello world",
+                error_code: None,
+            },
             Case {
                 name: "500 before the stream, every attempt",
                 replies: vec![Reply::status(500, "boom"), Reply::status(500, "boom")],
@@ -256,7 +295,11 @@ async fn upstream_faults_end_cleanly_and_the_chat_stays_usable() {
             let events = until_completed(&mut stream, &id).await;
             let completed = data(events.last().expect("completed"));
             assert_eq!(completed["status"], case.status, "{bot}: {}", case.name);
-            let errors: Vec<Value> = events.iter().filter(|e| e.event == "error").map(data).collect();
+            let errors: Vec<Value> = events
+                .iter()
+                .filter(|e| e.event == "error")
+                .map(data)
+                .collect();
             match case.error_code {
                 Some(code) => {
                     assert_eq!(errors.len(), 1, "{bot}: {}: one error event", case.name);
@@ -265,12 +308,25 @@ async fn upstream_faults_end_cleanly_and_the_chat_stays_usable() {
                 }
                 None => assert!(errors.is_empty(), "{bot}: {}: {errors:?}", case.name),
             }
-            assert_eq!(delta_text(&events, &id), case.text, "{bot}: {}: streamed text", case.name);
+            assert_eq!(
+                delta_text(&events, &id),
+                case.text,
+                "{bot}: {}: streamed text",
+                case.name
+            );
             let stored = server.final_message(&chat, &id).await;
             assert_eq!(stored["status"], case.status, "{bot}: {}", case.name);
-            assert_eq!(stored["content"], case.text, "{bot}: {}: stored text", case.name);
+            assert_eq!(
+                stored["content"], case.text,
+                "{bot}: {}: stored text",
+                case.name
+            );
             if case.status == "error" {
-                assert!(stored["error"].as_str().is_some_and(|e| !e.is_empty()), "{bot}: {}: error message stored", case.name);
+                assert!(
+                    stored["error"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{bot}: {}: error message stored",
+                    case.name
+                );
             }
         }
     }
@@ -281,10 +337,18 @@ async fn upstream_faults_end_cleanly_and_the_chat_stays_usable() {
     let id = server.send(&chat, "anyone there?").await;
     let events = until_completed(&mut stream, &id).await;
     assert_eq!(data(events.last().expect("completed"))["status"], "error");
-    assert!(events.iter().any(|e| e.event == "error" && data(e)["code"] == "upstream_connect"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "error" && data(e)["code"] == "upstream_connect")
+    );
     assert_eq!(server.final_message(&chat, &id).await["status"], "error");
     let id = server.send(&chat, "again").await;
-    assert_eq!(server.final_message(&chat, &id).await["status"], "error", "the chat accepts a new message");
+    assert_eq!(
+        server.final_message(&chat, &id).await["status"],
+        "error",
+        "the chat accepts a new message"
+    );
 }
 
 /// The provider is sent the system prompt and the history.
@@ -301,8 +365,21 @@ async fn the_provider_gets_the_system_prompt_and_history() {
     server.final_message(&chat, &id).await;
     let requests = fake.requests();
     let last = &requests.last().expect("a request").body;
-    let contents: Vec<&str> = last["messages"].as_array().expect("messages").iter().filter_map(|m| m["content"].as_str()).collect();
-    assert_eq!(contents, ["Be brief.", "first question", "first answer", "second question"]);
+    let contents: Vec<&str> = last["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "Be brief.",
+            "first question",
+            "first answer",
+            "second question"
+        ]
+    );
 }
 
 /// A client that disconnects and resumes at random points sees every delta exactly once: the
@@ -326,15 +403,21 @@ async fn resume_at_random_points_sees_the_answer_exactly_once() {
             // Half the reconnections resume by id, the others come back without one (a
             // reload without history): they must get a snapshot instead.
             let use_id = rng.random_bool(0.5);
-            let mut stream = server.events(&chat, if use_id { last_id.as_deref() } else { None }).await;
+            let mut stream = server
+                .events(&chat, if use_id { last_id.as_deref() } else { None })
+                .await;
             let read = rng.random_range(1..12);
             for _ in 0..read {
                 let event = stream.next_event().await.expect("stream open");
                 last_id = Some(event.id.clone());
                 let d = data(&event);
                 match event.event.as_str() {
-                    "snapshot" if d["id"] == id.as_str() => text = d["content"].as_str().expect("content").to_owned(),
-                    "message.delta" if d["message_id"] == id.as_str() => text.push_str(d["text"].as_str().expect("text")),
+                    "snapshot" if d["id"] == id.as_str() => {
+                        text = d["content"].as_str().expect("content").to_owned()
+                    }
+                    "message.delta" if d["message_id"] == id.as_str() => {
+                        text.push_str(d["text"].as_str().expect("text"))
+                    }
                     "message.completed" if d["message_id"] == id.as_str() => {
                         done = true;
                         break;
@@ -350,7 +433,11 @@ async fn resume_at_random_points_sees_the_answer_exactly_once() {
         assert!(done, "round {round}: the answer completed");
         let stored = server.final_message(&chat, &id).await;
         assert_eq!(stored["status"], "complete");
-        assert_eq!(text, stored["content"].as_str().expect("content"), "round {round}");
+        assert_eq!(
+            text,
+            stored["content"].as_str().expect("content"),
+            "round {round}"
+        );
         assert_eq!(text, tokens.concat());
     }
 }
@@ -372,9 +459,15 @@ async fn subscribers_agree_and_the_three_styles_store_the_same_message() {
     let id = server.send(&chat, "hello").await;
     let seen_a = until_completed(&mut a, &id).await;
     let seen_b = until_completed(&mut b, &id).await;
-    assert_eq!(seen_a, seen_b, "both subscribers see the same events with the same ids");
+    assert_eq!(
+        seen_a, seen_b,
+        "both subscribers see the same events with the same ids"
+    );
     assert_eq!(delta_text(&seen_a, &id), expected);
-    assert_eq!(server.final_message(&chat, &id).await["content"], expected.as_str());
+    assert_eq!(
+        server.final_message(&chat, &id).await["content"],
+        expected.as_str()
+    );
 
     // POST with Accept: text/event-stream: the exchange's events, ending at message.completed.
     let chat = server.create_chat("openai").await;
@@ -388,7 +481,12 @@ async fn subscribers_agree_and_the_three_styles_store_the_same_message() {
         .await
         .expect("post");
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
     let mut stream = SseStream::new(response);
     let mut events = Vec::new();
     while let Some(e) = stream.next_event().await {
@@ -396,12 +494,19 @@ async fn subscribers_agree_and_the_three_styles_store_the_same_message() {
     }
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names.first(), Some(&"message.created"));
-    assert_eq!(names.last(), Some(&"message.completed"), "the stream ends after completion");
+    assert_eq!(
+        names.last(),
+        Some(&"message.completed"),
+        "the stream ends after completion"
+    );
     let assistant = data(&events[1]);
     assert_eq!(assistant["role"], "assistant");
     let id = assistant["id"].as_str().expect("id").to_owned();
     assert_eq!(delta_text(&events, &id), expected);
-    assert_eq!(server.final_message(&chat, &id).await["content"], expected.as_str());
+    assert_eq!(
+        server.final_message(&chat, &id).await["content"],
+        expected.as_str()
+    );
 
     // POST with Accept: text/plain: only the text.
     let chat = server.create_chat("openai").await;
@@ -415,10 +520,16 @@ async fn subscribers_agree_and_the_three_styles_store_the_same_message() {
         .await
         .expect("post");
     assert_eq!(response.status(), 200);
-    let id = response.headers()["x-rill-message-id"].to_str().expect("ascii").to_owned();
+    let id = response.headers()["x-rill-message-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let body = response.text().await.expect("body");
     assert_eq!(body, expected);
-    assert_eq!(server.final_message(&chat, &id).await["content"], expected.as_str());
+    assert_eq!(
+        server.final_message(&chat, &id).await["content"],
+        expected.as_str()
+    );
 }
 
 /// Stop closes the upstream connection and stores `stopped` with the text so far.
@@ -437,22 +548,38 @@ async fn stop_closes_the_upstream_and_stores_stopped() {
             deltas += 1;
         }
     }
-    let response = server.client().post(server.url(&format!("/api/chats/{chat}/stop"))).send().await.expect("stop");
+    let response = server
+        .client()
+        .post(server.url(&format!("/api/chats/{chat}/stop")))
+        .send()
+        .await
+        .expect("stop");
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["message"]["status"], "stopped");
-    assert!(fake.wait_for_disconnects(1, WAIT).await, "the upstream saw its connection closed");
+    assert!(
+        fake.wait_for_disconnects(1, WAIT).await,
+        "the upstream saw its connection closed"
+    );
     let events = until_completed(&mut stream, &id).await;
     let completed = data(events.last().expect("completed"));
     assert_eq!(completed["status"], "stopped");
     let stored = server.final_message(&chat, &id).await;
     assert_eq!(stored["status"], "stopped");
     let text = stored["content"].as_str().expect("content");
-    assert!(text.starts_with("tick tick tick tick tick "), "the text so far is kept: {text:?}");
+    assert!(
+        text.starts_with("tick tick tick tick tick "),
+        "the text so far is kept: {text:?}"
+    );
     assert_eq!(text, body["message"]["content"].as_str().expect("content"));
 
     // Nothing runs now: stop is a 409, and the chat accepts a new message.
-    let response = server.client().post(server.url(&format!("/api/chats/{chat}/stop"))).send().await.expect("stop");
+    let response = server
+        .client()
+        .post(server.url(&format!("/api/chats/{chat}/stop")))
+        .send()
+        .await
+        .expect("stop");
     assert_eq!(response.status(), 409);
     fake.push(Reply::tokens(["ok"]));
     let id = server.send(&chat, "short now").await;
@@ -467,17 +594,37 @@ async fn regenerate_answers_the_last_question_again() {
     let chat = server.create_chat("openai").await;
     fake.push(Reply::status(400, "bad"));
     let failed = server.send(&chat, "question").await;
-    assert_eq!(server.final_message(&chat, &failed).await["status"], "error");
+    assert_eq!(
+        server.final_message(&chat, &failed).await["status"],
+        "error"
+    );
     fake.push(Reply::tokens(["answer"]));
-    let response = server.client().post(server.url(&format!("/api/chats/{chat}/regenerate"))).send().await.expect("post");
+    let response = server
+        .client()
+        .post(server.url(&format!("/api/chats/{chat}/regenerate")))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.expect("json");
-    let id = body["assistant_message"]["id"].as_str().expect("id").to_owned();
+    let id = body["assistant_message"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     assert_ne!(id, failed);
     assert_eq!(server.final_message(&chat, &id).await["content"], "answer");
     let last = fake.requests().last().expect("request").body.clone();
-    let roles: Vec<&str> = last["messages"].as_array().expect("messages").iter().filter_map(|m| m["role"].as_str()).collect();
-    assert_eq!(roles, ["system", "user"], "the failed answer is not sent as history");
+    let roles: Vec<&str> = last["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user"],
+        "the failed answer is not sent as history"
+    );
 }
 
 /// History pages walk a 250-message chat with no gap or duplicate while messages are added.
@@ -486,7 +633,14 @@ async fn history_pages_walk_250_messages_while_new_ones_arrive() {
     let fake = FakeUpstream::start().await;
     let server = ChatServer::start(&fake).await;
     let chat = server.create_chat("demo").await;
-    let store = server.server.state.chat.as_ref().expect("engine").store().clone();
+    let store = server
+        .server
+        .state
+        .chat
+        .as_ref()
+        .expect("engine")
+        .store()
+        .clone();
     let insert = |i: usize| {
         let store = store.clone();
         let chat = chat.clone();
@@ -494,7 +648,11 @@ async fn history_pages_walk_250_messages_while_new_ones_arrive() {
             store
                 .insert_message(rill_core::chat::NewMessage {
                     chat_id: chat,
-                    role: if i % 2 == 0 { rill_core::chat::Role::User } else { rill_core::chat::Role::Assistant },
+                    role: if i % 2 == 0 {
+                        rill_core::chat::Role::User
+                    } else {
+                        rill_core::chat::Role::Assistant
+                    },
                     content: format!("message {i}"),
                     status: rill_core::chat::MessageStatus::Complete,
                     bot_id: None,
@@ -518,10 +676,21 @@ async fn history_pages_walk_250_messages_while_new_ones_arrive() {
             if let Some(b) = &before {
                 url.push_str(&format!("&before={b}"));
             }
-            let page: Value = server.client().get(server.url(&url)).send().await.expect("get").json().await.expect("json");
+            let page: Value = server
+                .client()
+                .get(server.url(&url))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
             let items = page["messages"].as_array().expect("messages");
             assert!(items.len() <= limit);
-            let ids: Vec<String> = items.iter().map(|m| m["id"].as_str().expect("id").to_owned()).collect();
+            let ids: Vec<String> = items
+                .iter()
+                .map(|m| m["id"].as_str().expect("id").to_owned())
+                .collect();
             // Oldest to newest within the page, and older than everything seen so far.
             let mut page_seen = ids.clone();
             page_seen.extend(seen);
@@ -538,9 +707,18 @@ async fn history_pages_walk_250_messages_while_new_ones_arrive() {
         }
         // The first page was the newest `limit` at that time; every older message exactly once.
         let start = existing.len() - seen.len();
-        assert_eq!(seen, existing[start..].to_vec(), "limit {limit}: no gap, no duplicate, in order");
+        assert_eq!(
+            seen,
+            existing[start..].to_vec(),
+            "limit {limit}: no gap, no duplicate, in order"
+        );
         assert_eq!(start, 0, "limit {limit}: reached the oldest message");
-        existing = server.messages(&chat).await.into_iter().map(|m| m["id"].as_str().expect("id").to_owned()).collect();
+        existing = server
+            .messages(&chat)
+            .await
+            .into_iter()
+            .map(|m| m["id"].as_str().expect("id").to_owned())
+            .collect();
     }
 }
 
@@ -558,8 +736,22 @@ async fn bad_input_is_refused_and_changes_nothing() {
         let url = server.url("/api/chats?limit=100");
         let messages_url = server.url(&format!("/api/chats/{chat}/messages?limit=100"));
         async move {
-            let chats: Value = client.get(url).send().await.expect("get").json().await.expect("json");
-            let messages: Value = client.get(messages_url).send().await.expect("get").json().await.expect("json");
+            let chats: Value = client
+                .get(url)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            let messages: Value = client
+                .get(messages_url)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
             (chats, messages)
         }
     };
@@ -568,21 +760,101 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let foreign_token = "Bearer not-used-in-mode-none";
     let long = "x".repeat(40_000);
     let cases: Vec<(&str, &str, String, Option<String>, u16, &str)> = vec![
-        ("POST", "messages", "application/json".into(), Some(json!({ "content": "" }).to_string()), 400, "empty_content"),
-        ("POST", "messages", "application/json".into(), Some(json!({ "content": "  \n " }).to_string()), 400, "empty_content"),
-        ("POST", "messages", "application/json".into(), Some(json!({ "content": long }).to_string()), 413, "content_too_long"),
-        ("POST", "messages", "application/json".into(), Some("{\"content\": ".into()), 400, "invalid_json"),
-        ("POST", "messages", "application/json".into(), Some(json!({ "text": "hi" }).to_string()), 400, "invalid_body"),
-        ("POST", "messages", "text/plain".into(), Some("hi".into()), 415, "unsupported_media_type"),
-        ("GET", "messages?before=nope", String::new(), None, 400, "invalid_cursor"),
-        ("GET", "messages?before=c-1", String::new(), None, 400, "invalid_cursor"),
-        ("GET", "messages?limit=0", String::new(), None, 400, "invalid_limit"),
-        ("GET", "messages?limit=101", String::new(), None, 400, "invalid_limit"),
-        ("GET", "messages?limit=ten", String::new(), None, 400, "invalid_limit"),
+        (
+            "POST",
+            "messages",
+            "application/json".into(),
+            Some(json!({ "content": "" }).to_string()),
+            400,
+            "empty_content",
+        ),
+        (
+            "POST",
+            "messages",
+            "application/json".into(),
+            Some(json!({ "content": "  \n " }).to_string()),
+            400,
+            "empty_content",
+        ),
+        (
+            "POST",
+            "messages",
+            "application/json".into(),
+            Some(json!({ "content": long }).to_string()),
+            413,
+            "content_too_long",
+        ),
+        (
+            "POST",
+            "messages",
+            "application/json".into(),
+            Some("{\"content\": ".into()),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "messages",
+            "application/json".into(),
+            Some(json!({ "text": "hi" }).to_string()),
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "messages",
+            "text/plain".into(),
+            Some("hi".into()),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "GET",
+            "messages?before=nope",
+            String::new(),
+            None,
+            400,
+            "invalid_cursor",
+        ),
+        (
+            "GET",
+            "messages?before=c-1",
+            String::new(),
+            None,
+            400,
+            "invalid_cursor",
+        ),
+        (
+            "GET",
+            "messages?limit=0",
+            String::new(),
+            None,
+            400,
+            "invalid_limit",
+        ),
+        (
+            "GET",
+            "messages?limit=101",
+            String::new(),
+            None,
+            400,
+            "invalid_limit",
+        ),
+        (
+            "GET",
+            "messages?limit=ten",
+            String::new(),
+            None,
+            400,
+            "invalid_limit",
+        ),
     ];
     for (method, path, content_type, body, status, code) in cases {
         let url = server.url(&format!("/api/chats/{chat}/{path}"));
-        let mut request = server.client().request(method.parse().expect("method"), url).header("authorization", foreign_token);
+        let mut request = server
+            .client()
+            .request(method.parse().expect("method"), url)
+            .header("authorization", foreign_token);
         if !content_type.is_empty() {
             request = request.header("content-type", content_type);
         }
@@ -593,19 +865,64 @@ async fn bad_input_is_refused_and_changes_nothing() {
         assert_eq!(response.status().as_u16(), status, "{method} {path}");
         let error: Value = response.json().await.expect("JSON error body");
         assert_eq!(error["error"]["code"], code, "{method} {path}: {error}");
-        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
 
     // Unknown bot, unknown chat.
     let other: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (server.client().post(server.url("/api/chats")).json(&json!({ "bot": "nope" })), 404, "unknown_bot"),
-        (server.client().post(server.url("/api/chats")).json(&json!({})), 400, "invalid_body"),
-        (server.client().get(server.url("/api/chats/nope")), 404, "not_found"),
-        (server.client().post(server.url("/api/chats/nope/messages")).json(&json!({ "content": "hi" })), 404, "not_found"),
-        (server.client().get(server.url("/api/chats/nope/events")), 404, "not_found"),
-        (server.client().post(server.url("/api/chats/nope/stop")), 404, "not_found"),
-        (server.client().delete(server.url("/api/chats/nope")), 404, "not_found"),
-        (server.client().get(server.url("/api/chats?limit=-1")), 400, "invalid_limit"),
+        (
+            server
+                .client()
+                .post(server.url("/api/chats"))
+                .json(&json!({ "bot": "nope" })),
+            404,
+            "unknown_bot",
+        ),
+        (
+            server
+                .client()
+                .post(server.url("/api/chats"))
+                .json(&json!({})),
+            400,
+            "invalid_body",
+        ),
+        (
+            server.client().get(server.url("/api/chats/nope")),
+            404,
+            "not_found",
+        ),
+        (
+            server
+                .client()
+                .post(server.url("/api/chats/nope/messages"))
+                .json(&json!({ "content": "hi" })),
+            404,
+            "not_found",
+        ),
+        (
+            server.client().get(server.url("/api/chats/nope/events")),
+            404,
+            "not_found",
+        ),
+        (
+            server.client().post(server.url("/api/chats/nope/stop")),
+            404,
+            "not_found",
+        ),
+        (
+            server.client().delete(server.url("/api/chats/nope")),
+            404,
+            "not_found",
+        ),
+        (
+            server.client().get(server.url("/api/chats?limit=-1")),
+            400,
+            "invalid_limit",
+        ),
     ];
     for (request, status, code) in other {
         let response = request.send().await.expect("send");
@@ -622,12 +939,18 @@ async fn bad_input_is_refused_and_changes_nothing() {
 async fn another_users_chat_is_not_found() {
     let secret = b"0123456789abcdef0123456789abcdef-chat-test";
     let key = rill_server::JwtKey::hs256(secret).expect("key");
-    let config = Config { auth: rill_server::Auth::jwt(key, None, Duration::from_secs(30)), ..Config::default() };
+    let config = Config {
+        auth: rill_server::Auth::jwt(key, None, Duration::from_secs(30)),
+        ..Config::default()
+    };
     let fake = FakeUpstream::start().await;
     let server = ChatServer::with_config(&fake, config).await;
     let token = |user: &str| {
         let claims = rill_server::Claims::new(user, Duration::from_secs(600));
-        format!("Bearer {}", rill_server::mint_hs256(secret, &claims).expect("token"))
+        format!(
+            "Bearer {}",
+            rill_server::mint_hs256(secret, &claims).expect("token")
+        )
     };
     let (alice, bob) = (token("alice"), token("bob"));
     let response = server
@@ -639,25 +962,60 @@ async fn another_users_chat_is_not_found() {
         .await
         .expect("post");
     assert_eq!(response.status(), 201);
-    let chat = response.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+    let chat = response.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
 
-    let no_token = server.client().get(server.url("/api/chats")).send().await.expect("get");
+    let no_token = server
+        .client()
+        .get(server.url("/api/chats"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(no_token.status(), 401);
     let requests = [
-        server.client().get(server.url(&format!("/api/chats/{chat}"))),
-        server.client().get(server.url(&format!("/api/chats/{chat}/messages"))),
-        server.client().post(server.url(&format!("/api/chats/{chat}/messages"))).json(&json!({ "content": "hi" })),
-        server.client().get(server.url(&format!("/api/chats/{chat}/events"))),
-        server.client().post(server.url(&format!("/api/chats/{chat}/stop"))),
-        server.client().post(server.url(&format!("/api/chats/{chat}/ticket"))),
-        server.client().delete(server.url(&format!("/api/chats/{chat}"))),
+        server
+            .client()
+            .get(server.url(&format!("/api/chats/{chat}"))),
+        server
+            .client()
+            .get(server.url(&format!("/api/chats/{chat}/messages"))),
+        server
+            .client()
+            .post(server.url(&format!("/api/chats/{chat}/messages")))
+            .json(&json!({ "content": "hi" })),
+        server
+            .client()
+            .get(server.url(&format!("/api/chats/{chat}/events"))),
+        server
+            .client()
+            .post(server.url(&format!("/api/chats/{chat}/stop"))),
+        server
+            .client()
+            .post(server.url(&format!("/api/chats/{chat}/ticket"))),
+        server
+            .client()
+            .delete(server.url(&format!("/api/chats/{chat}"))),
     ];
     for request in requests {
-        let response = request.header("authorization", &bob).send().await.expect("send");
+        let response = request
+            .header("authorization", &bob)
+            .send()
+            .await
+            .expect("send");
         assert_eq!(response.status(), 404);
     }
-    let listed: Value =
-        server.client().get(server.url("/api/chats")).header("authorization", &bob).send().await.expect("get").json().await.expect("json");
+    let listed: Value = server
+        .client()
+        .get(server.url("/api/chats"))
+        .header("authorization", &bob)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(listed["chats"], json!([]));
 
     // Alice follows her chat with a ticket; the ticket opens that chat's stream once.
@@ -688,8 +1046,19 @@ async fn multibyte_text_split_anywhere_is_stored_intact() {
     let chat = server.create_chat("anthropic").await;
     let text = "가나다라마바사 🦀🦀 ünïcödé";
     for split in [1, 2, 5] {
-        fake.push(Reply::tokens(text.split_inclusive(' ').map(str::to_owned).collect::<Vec<_>>()).split_every(split));
+        fake.push(
+            Reply::tokens(
+                text.split_inclusive(' ')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            )
+            .split_every(split),
+        );
         let id = server.send(&chat, "split").await;
-        assert_eq!(server.final_message(&chat, &id).await["content"], text, "split every {split} bytes");
+        assert_eq!(
+            server.final_message(&chat, &id).await["content"],
+            text,
+            "split every {split} bytes"
+        );
     }
 }

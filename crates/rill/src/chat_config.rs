@@ -15,7 +15,12 @@ use crate::config::{count, duration, parse_key, pick, positive_duration};
 #[derive(Debug, Default, Args)]
 pub(crate) struct ChatArgs {
     /// Chat storage: `sqlite://PATH` or `postgres://...` [default: sqlite://rill.db?mode=rwc].
-    #[arg(long, env = "RILL_DATABASE", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RILL_DATABASE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub(crate) database: Option<String>,
 
     /// This instance's name in generation leases [default: random per start].
@@ -47,7 +52,11 @@ pub(crate) struct ChatArgs {
     pub(crate) upstream_connect_timeout: Option<String>,
 
     /// Longest wait for a model's first token [default: 90s].
-    #[arg(long, env = "RILL_UPSTREAM_FIRST_TOKEN_TIMEOUT", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "RILL_UPSTREAM_FIRST_TOKEN_TIMEOUT",
+        value_name = "DURATION"
+    )]
     pub(crate) upstream_first_token_timeout: Option<String>,
 
     /// Longest silence between two tokens [default: 30s].
@@ -70,17 +79,34 @@ pub(crate) struct ChatSettings {
 }
 
 impl ChatArgs {
-    pub(crate) fn resolve(self, file: ChatArgs, bots: Option<Vec<BotConfig>>) -> anyhow::Result<ChatSettings> {
-        let database = pick(self.database, file.database).unwrap_or_else(|| rill_store::DEFAULT_URL.to_owned());
-        if !(database.starts_with("sqlite:") || database.starts_with("postgres://") || database.starts_with("postgresql://")) {
-            bail!("invalid value for `database` (flag --database, env RILL_DATABASE, or key `database` in the TOML file): expected sqlite://PATH or postgres://...");
+    pub(crate) fn resolve(
+        self,
+        file: ChatArgs,
+        bots: Option<Vec<BotConfig>>,
+    ) -> anyhow::Result<ChatSettings> {
+        let database = pick(self.database, file.database)
+            .unwrap_or_else(|| rill_store::DEFAULT_URL.to_owned());
+        if !(database.starts_with("sqlite:")
+            || database.starts_with("postgres://")
+            || database.starts_with("postgresql://"))
+        {
+            bail!(
+                "invalid value for `database` (flag --database, env RILL_DATABASE, or key `database` in the TOML file): expected sqlite://PATH or postgres://..."
+            );
         }
 
         let mut engine = rill_chat::EngineSettings::default();
         if let Some(v) = pick(self.instance_id, file.instance_id) {
             engine.instance_id = parse_key("instance_id", &v, |s| {
-                let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-                if ok { Ok(s.to_owned()) } else { Err("1 to 64 ASCII letters, digits, - _ .".into()) }
+                let ok = !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if ok {
+                    Ok(s.to_owned())
+                } else {
+                    Err("1 to 64 ASCII letters, digits, - _ .".into())
+                }
             })?;
         }
         if let Some(v) = pick(self.checkpoint_interval, file.checkpoint_interval) {
@@ -98,43 +124,63 @@ impl ChatArgs {
             providers.demo_first_token_delay = parse_key("demo_first_token_delay", &v, duration)?;
         }
         if let Some(v) = pick(self.demo_tokens_per_second, file.demo_tokens_per_second) {
-            providers.demo_tokens_per_second =
-                parse_key("demo_tokens_per_second", &v, |s| s.parse::<u32>().map_err(|e| e.to_string()))?;
+            providers.demo_tokens_per_second = parse_key("demo_tokens_per_second", &v, |s| {
+                s.parse::<u32>().map_err(|e| e.to_string())
+            })?;
         }
         if let Some(v) = pick(self.upstream_connect_timeout, file.upstream_connect_timeout) {
-            providers.connect_timeout = parse_key("upstream_connect_timeout", &v, positive_duration)?;
+            providers.connect_timeout =
+                parse_key("upstream_connect_timeout", &v, positive_duration)?;
         }
-        if let Some(v) = pick(self.upstream_first_token_timeout, file.upstream_first_token_timeout) {
-            providers.first_token_timeout = parse_key("upstream_first_token_timeout", &v, positive_duration)?;
+        if let Some(v) = pick(
+            self.upstream_first_token_timeout,
+            file.upstream_first_token_timeout,
+        ) {
+            providers.first_token_timeout =
+                parse_key("upstream_first_token_timeout", &v, positive_duration)?;
         }
         if let Some(v) = pick(self.upstream_idle_timeout, file.upstream_idle_timeout) {
             providers.idle_timeout = parse_key("upstream_idle_timeout", &v, positive_duration)?;
         }
         if let Some(v) = pick(self.upstream_max_attempts, file.upstream_max_attempts) {
             providers.max_attempts = parse_key("upstream_max_attempts", &v, |s| {
-                s.parse::<NonZeroU32>().map_err(|_| "a whole number of at least 1".to_owned())
+                s.parse::<NonZeroU32>()
+                    .map_err(|_| "a whole number of at least 1".to_owned())
             })?;
         }
 
         if let Some(bots) = &bots {
             validate_bots(bots)?;
         }
-        Ok(ChatSettings { database, engine, providers, bots })
+        Ok(ChatSettings {
+            database,
+            engine,
+            providers,
+            bots,
+        })
     }
 }
 
 /// Bot ids are unique, URL-safe and non-empty, so the API and the page can name them.
 fn validate_bots(bots: &[BotConfig]) -> anyhow::Result<()> {
     if bots.is_empty() {
-        bail!("invalid `bots` in the TOML file: the list is empty (remove it to get the default bots)");
+        bail!(
+            "invalid `bots` in the TOML file: the list is empty (remove it to get the default bots)"
+        );
     }
     let mut seen = std::collections::HashSet::new();
     for bot in bots {
         let ok = !bot.id.is_empty()
             && bot.id.len() <= 64
-            && bot.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            && bot
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !ok {
-            bail!("invalid bot id {:?} in `bots`: 1 to 64 ASCII letters, digits, - _ .", bot.id);
+            bail!(
+                "invalid bot id {:?} in `bots`: 1 to 64 ASCII letters, digits, - _ .",
+                bot.id
+            );
         }
         if !seen.insert(bot.id.as_str()) {
             bail!("duplicate bot id {:?} in `bots`", bot.id);
@@ -144,7 +190,10 @@ fn validate_bots(bots: &[BotConfig]) -> anyhow::Result<()> {
         }
         if let Some(t) = bot.temperature {
             if !(0.0..=2.0).contains(&t) {
-                bail!("bot {:?} in `bots`: `temperature` must be between 0 and 2", bot.id);
+                bail!(
+                    "bot {:?} in `bots`: `temperature` must be between 0 and 2",
+                    bot.id
+                );
             }
         }
     }

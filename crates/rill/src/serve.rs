@@ -43,9 +43,15 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
     let engine = rill_chat::ChatEngine::new(store, state.hub.broker().clone(), bots, chat.engine);
     // One instance with the in-process broker: nothing else can be running a generation, so
     // every message left `streaming` by a previous run is over.
-    let recovered = engine.recover(true).await.context("cannot recover interrupted generations")?;
+    let recovered = engine
+        .recover(true)
+        .await
+        .context("cannot recover interrupted generations")?;
     if recovered > 0 {
-        tracing::info!(recovered, "marked generations of a previous run interrupted");
+        tracing::info!(
+            recovered,
+            "marked generations of a previous run interrupted"
+        );
     }
     let state = state.with_chat(engine.clone());
 

@@ -14,7 +14,10 @@ const RILL: &str = env!("CARGO_BIN_EXE_rill");
 
 /// A free port on 127.0.0.1 (bound, then released for the server to take).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 async fn start(db: &Path, port: u16) -> Child {
@@ -23,7 +26,14 @@ async fn start(db: &Path, port: u16) -> Child {
         .arg("--database")
         .arg(format!("sqlite://{}?mode=rwc", db.display()))
         // Slow enough to be killed mid-answer, checkpointing often.
-        .args(["--demo-first-token-delay", "0ms", "--demo-tokens-per-second", "100", "--checkpoint-interval", "50ms"])
+        .args([
+            "--demo-first-token-delay",
+            "0ms",
+            "--demo-tokens-per-second",
+            "100",
+            "--checkpoint-interval",
+            "50ms",
+        ])
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
         .stdout(Stdio::null())
@@ -33,7 +43,12 @@ async fn start(db: &Path, port: u16) -> Child {
         .expect("spawn rill serve");
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        if client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok() {
+        if client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
             return child;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -62,8 +77,15 @@ async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat(
     let client = reqwest::Client::new();
 
     let mut server = start(&db, port).await;
-    let chat: Value =
-        client.post(format!("{base}/api/chats")).json(&json!({ "bot": "demo" })).send().await.expect("post").json().await.expect("json");
+    let chat: Value = client
+        .post(format!("{base}/api/chats"))
+        .json(&json!({ "bot": "demo" }))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
     let chat = chat["id"].as_str().expect("id").to_owned();
     let sent: Value = client
         .post(format!("{base}/api/chats/{chat}/messages"))
@@ -74,14 +96,23 @@ async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat(
         .json()
         .await
         .expect("json");
-    let answer = sent["assistant_message"]["id"].as_str().expect("id").to_owned();
+    let answer = sent["assistant_message"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
 
     // Wait until some text has been checkpointed, then kill the process without warning.
     let mut checkpointed = String::new();
     for _ in 0..200 {
         let stored = messages(&client, &base, &chat).await;
-        let m = stored.iter().find(|m| m["id"] == answer.as_str()).expect("answer stored");
-        assert_eq!(m["status"], "streaming", "the answer must still be running when killed");
+        let m = stored
+            .iter()
+            .find(|m| m["id"] == answer.as_str())
+            .expect("answer stored");
+        assert_eq!(
+            m["status"], "streaming",
+            "the answer must still be running when killed"
+        );
         checkpointed = m["content"].as_str().expect("content").to_owned();
         if checkpointed.chars().count() > 20 {
             break;
@@ -101,7 +132,10 @@ async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat(
     assert_eq!(interrupted["id"], answer.as_str());
     assert_eq!(interrupted["status"], "interrupted");
     let kept = interrupted["content"].as_str().expect("content");
-    assert!(kept.starts_with(&checkpointed), "the checkpointed text is kept: {kept:?} vs {checkpointed:?}");
+    assert!(
+        kept.starts_with(&checkpointed),
+        "the checkpointed text is kept: {kept:?} vs {checkpointed:?}"
+    );
 
     // The chat accepts a new message, which completes.
     let response = client
@@ -112,7 +146,10 @@ async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat(
         .await
         .expect("post");
     assert_eq!(response.status(), 200);
-    let text = tokio::time::timeout(Duration::from_secs(60), response.text()).await.expect("answer in time").expect("body");
+    let text = tokio::time::timeout(Duration::from_secs(60), response.text())
+        .await
+        .expect("answer in time")
+        .expect("body");
     let stored = messages(&client, &base, &chat).await;
     assert_eq!(stored.len(), 4);
     assert_eq!(stored[3]["status"], "complete");
