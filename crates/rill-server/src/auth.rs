@@ -50,7 +50,10 @@ enum Grants {
     /// Auth mode `none`: everything is allowed.
     All,
     /// A token's `publish` and `subscribe` patterns.
-    Patterns { publish: Arc<[Pattern]>, subscribe: Arc<[Pattern]> },
+    Patterns {
+        publish: Arc<[Pattern]>,
+        subscribe: Arc<[Pattern]>,
+    },
     /// A stream ticket: subscribe to exactly these topics, publish nothing.
     Ticket(Arc<[Topic]>),
 }
@@ -91,12 +94,24 @@ fn any_matches(patterns: &[Pattern], topic: &Topic) -> bool {
 impl Principal {
     /// The caller of auth mode `none`.
     pub fn anonymous() -> Self {
-        Principal { user: Arc::from("anonymous"), grants: Grants::All, expires_at: None }
+        Principal {
+            user: Arc::from("anonymous"),
+            grants: Grants::All,
+            expires_at: None,
+        }
     }
 
     /// A caller holding a stream ticket for `topics`; its streams close at `expires_at`.
-    pub(crate) fn from_ticket(user: Arc<str>, topics: Arc<[Topic]>, expires_at: Option<SystemTime>) -> Self {
-        Principal { user, grants: Grants::Ticket(topics), expires_at }
+    pub(crate) fn from_ticket(
+        user: Arc<str>,
+        topics: Arc<[Topic]>,
+        expires_at: Option<SystemTime>,
+    ) -> Self {
+        Principal {
+            user,
+            grants: Grants::Ticket(topics),
+            expires_at,
+        }
     }
 
     pub fn may_subscribe(&self, topic: &Topic) -> bool {
@@ -150,13 +165,20 @@ impl Principal {
 }
 
 fn forbidden(what: &str, topic: &Topic) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this credential may not {what} topic {topic:?}"))
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("this credential may not {what} topic {topic:?}"),
+    )
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         // Cached, so a handler that extracts twice does not spend a single-use ticket twice.
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(principal.clone());
@@ -182,7 +204,10 @@ pub enum AuthConfigError {
     #[error("the HS256 secret is {0} bytes long; it must be at least {MIN_SECRET_LEN} bytes")]
     SecretTooShort(usize),
     #[error("invalid PEM public key for {algorithm:?}: {source}")]
-    BadPublicKey { algorithm: Algorithm, source: jsonwebtoken::errors::Error },
+    BadPublicKey {
+        algorithm: Algorithm,
+        source: jsonwebtoken::errors::Error,
+    },
     #[error("cannot sign the token: {0}")]
     Sign(jsonwebtoken::errors::Error),
 }
@@ -203,21 +228,36 @@ impl JwtKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(AuthConfigError::SecretTooShort(secret.len()));
         }
-        Ok(JwtKey { algorithm: Algorithm::HS256, key: DecodingKey::from_secret(secret) })
+        Ok(JwtKey {
+            algorithm: Algorithm::HS256,
+            key: DecodingKey::from_secret(secret),
+        })
     }
 
     /// An RS256 public key (PEM, `BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`).
     pub fn rs256_pem(pem: &[u8]) -> Result<Self, AuthConfigError> {
-        let key = DecodingKey::from_rsa_pem(pem)
-            .map_err(|source| AuthConfigError::BadPublicKey { algorithm: Algorithm::RS256, source })?;
-        Ok(JwtKey { algorithm: Algorithm::RS256, key })
+        let key =
+            DecodingKey::from_rsa_pem(pem).map_err(|source| AuthConfigError::BadPublicKey {
+                algorithm: Algorithm::RS256,
+                source,
+            })?;
+        Ok(JwtKey {
+            algorithm: Algorithm::RS256,
+            key,
+        })
     }
 
     /// An ES256 (P-256) public key (PEM, `BEGIN PUBLIC KEY`).
     pub fn es256_pem(pem: &[u8]) -> Result<Self, AuthConfigError> {
-        let key = DecodingKey::from_ec_pem(pem)
-            .map_err(|source| AuthConfigError::BadPublicKey { algorithm: Algorithm::ES256, source })?;
-        Ok(JwtKey { algorithm: Algorithm::ES256, key })
+        let key =
+            DecodingKey::from_ec_pem(pem).map_err(|source| AuthConfigError::BadPublicKey {
+                algorithm: Algorithm::ES256,
+                source,
+            })?;
+        Ok(JwtKey {
+            algorithm: Algorithm::ES256,
+            key,
+        })
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -228,7 +268,9 @@ impl JwtKey {
 impl fmt::Debug for JwtKey {
     /// Never prints the key: an HS256 key is a secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("JwtKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -254,7 +296,12 @@ impl Default for Auth {
 impl Auth {
     /// Auth mode `none`: every caller is [`Principal::anonymous`].
     pub fn none() -> Self {
-        Auth { inner: Arc::new(AuthInner { jwt: None, tickets: Tickets::new(None, Tickets::DEFAULT_TTL) }) }
+        Auth {
+            inner: Arc::new(AuthInner {
+                jwt: None,
+                tickets: Tickets::new(None, Tickets::DEFAULT_TTL),
+            }),
+        }
     }
 
     /// Auth mode `jwt`. Tickets are signed with `ticket_secret`, or with a random per-process key
@@ -265,7 +312,12 @@ impl Auth {
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_aud = false;
-        Auth { inner: Arc::new(AuthInner { jwt: Some((key, validation)), tickets: Tickets::new(ticket_secret, ticket_ttl) }) }
+        Auth {
+            inner: Arc::new(AuthInner {
+                jwt: Some((key, validation)),
+                tickets: Tickets::new(ticket_secret, ticket_ttl),
+            }),
+        }
     }
 
     /// Whether auth mode is `jwt`.
@@ -278,13 +330,20 @@ impl Auth {
     }
 
     /// Finds and checks the request's credential.
-    pub(crate) fn authenticate(&self, parts: &Parts, sources: Sources) -> Result<Principal, ApiError> {
+    pub(crate) fn authenticate(
+        &self,
+        parts: &Parts,
+        sources: Sources,
+    ) -> Result<Principal, ApiError> {
         let Some((key, validation)) = &self.inner.jwt else {
             return Ok(Principal::anonymous());
         };
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let token = bearer(value).ok_or_else(|| {
-                unauthorized("invalid_token", "the Authorization header must be `Bearer <token>`")
+                unauthorized(
+                    "invalid_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
             })?;
             return verify_token(token, key, validation);
         }
@@ -342,8 +401,15 @@ pub struct Claims {
 impl Claims {
     /// Claims for `sub` that expire `ttl` from now.
     pub fn new(sub: impl Into<String>, ttl: Duration) -> Self {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Claims { sub: sub.into(), exp: now.saturating_add(ttl.as_secs()), publish: Vec::new(), subscribe: Vec::new() }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Claims {
+            sub: sub.into(),
+            exp: now.saturating_add(ttl.as_secs()),
+            publish: Vec::new(),
+            subscribe: Vec::new(),
+        }
     }
 }
 
@@ -353,7 +419,8 @@ pub fn mint_hs256(secret: &[u8], claims: &Claims) -> Result<String, AuthConfigEr
         return Err(AuthConfigError::SecretTooShort(secret.len()));
     }
     let key = jsonwebtoken::EncodingKey::from_secret(secret);
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key).map_err(AuthConfigError::Sign)
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key)
+        .map_err(AuthConfigError::Sign)
 }
 
 fn verify_token(token: &str, key: &JwtKey, validation: &Validation) -> Result<Principal, ApiError> {
@@ -363,10 +430,17 @@ fn verify_token(token: &str, key: &JwtKey, validation: &Validation) -> Result<Pr
             _ => unauthorized("invalid_token", "the token is invalid"),
         })?
         .claims;
-    let patterns = |list: Vec<String>| list.iter().map(|p| Pattern::parse(p)).collect::<Arc<[Pattern]>>();
+    let patterns = |list: Vec<String>| {
+        list.iter()
+            .map(|p| Pattern::parse(p))
+            .collect::<Arc<[Pattern]>>()
+    };
     Ok(Principal {
         user: Arc::from(claims.sub),
-        grants: Grants::Patterns { publish: patterns(claims.publish), subscribe: patterns(claims.subscribe) },
+        grants: Grants::Patterns {
+            publish: patterns(claims.publish),
+            subscribe: patterns(claims.subscribe),
+        },
         expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
     })
 }
@@ -394,7 +468,9 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<Cow<'a, str>> {
-    url::form_urlencoded::parse(uri.query()?.as_bytes()).find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v)
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, v)| k == name && !v.is_empty())
+        .map(|(_, v)| v)
 }
 
 /// The request target with the values of `access_token` and `ticket` replaced by `REDACTED`: the
@@ -405,10 +481,15 @@ pub fn redacted_path_and_query(uri: &Uri) -> Cow<'_, str> {
         return Cow::Borrowed(path);
     };
     let secret = |key: &str| {
-        let key = url::form_urlencoded::parse(key.as_bytes()).next().map(|(k, _)| k);
+        let key = url::form_urlencoded::parse(key.as_bytes())
+            .next()
+            .map(|(k, _)| k);
         matches!(key.as_deref(), Some(TOKEN_QUERY | TICKET_QUERY))
     };
-    if !query.split('&').any(|pair| secret(pair.split('=').next().unwrap_or(pair))) {
+    if !query
+        .split('&')
+        .any(|pair| secret(pair.split('=').next().unwrap_or(pair)))
+    {
         return Cow::Borrowed(uri.path_and_query().map_or(path, |pq| pq.as_str()));
     }
     let mut out = String::with_capacity(path.len() + 1 + query.len());
@@ -432,7 +513,9 @@ pub fn redacted_path_and_query(uri: &Uri) -> Cow<'_, str> {
 /// Adds `WWW-Authenticate: Bearer` to every 401 (RFC 6750 §3), whichever handler produced it.
 pub(crate) async fn www_authenticate(mut response: Response) -> Response {
     if response.status() == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
 }
@@ -443,7 +526,11 @@ mod tests {
 
     #[track_caller]
     fn check(pattern: &str, topic: &str, expected: bool) {
-        assert_eq!(Pattern::parse(pattern).matches(topic), expected, "{pattern:?} vs {topic:?}");
+        assert_eq!(
+            Pattern::parse(pattern).matches(topic),
+            expected,
+            "{pattern:?} vs {topic:?}"
+        );
     }
 
     #[test]
@@ -472,8 +559,14 @@ mod tests {
     fn redaction() {
         redacts("/api/events", "/api/events");
         redacts("/api/events?topic=a", "/api/events?topic=a");
-        redacts("/api/events?topic=a&access_token=xyz", "/api/events?topic=a&access_token=REDACTED");
-        redacts("/api/events?ticket=xyz&topic=a", "/api/events?ticket=REDACTED&topic=a");
+        redacts(
+            "/api/events?topic=a&access_token=xyz",
+            "/api/events?topic=a&access_token=REDACTED",
+        );
+        redacts(
+            "/api/events?ticket=xyz&topic=a",
+            "/api/events?ticket=REDACTED&topic=a",
+        );
         redacts("/x?access%5Ftoken=xyz", "/x?access%5Ftoken=REDACTED");
         redacts("/x?ticket", "/x?ticket=REDACTED");
     }
@@ -481,7 +574,10 @@ mod tests {
     #[test]
     fn bearer_header() {
         assert_eq!(bearer(&HeaderValue::from_static("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&HeaderValue::from_static("bearer  abc ")), Some("abc"));
+        assert_eq!(
+            bearer(&HeaderValue::from_static("bearer  abc ")),
+            Some("abc")
+        );
         assert_eq!(bearer(&HeaderValue::from_static("Basic abc")), None);
         assert_eq!(bearer(&HeaderValue::from_static("Bearer ")), None);
     }

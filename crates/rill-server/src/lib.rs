@@ -151,10 +151,7 @@ pub fn edge_layers(router: Router, config: &Config) -> Router {
         )
     });
     let router = router.layer(axum::middleware::map_response(auth::www_authenticate)).layer(trace);
-    match cors::layer(&config.cors_origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+    cors::apply(router, &config.cors_origins)
 }
 
 /// Serves `app` on `listener` until `state.shutdown` fires, then waits (at most the configured

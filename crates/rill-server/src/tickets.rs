@@ -77,12 +77,16 @@ pub(crate) struct Tickets {
 
 impl std::fmt::Debug for Tickets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tickets").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("Tickets")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Tickets {
@@ -117,7 +121,11 @@ impl Tickets {
     }
 
     /// A ticket for `principal` to open one stream on `topics`.
-    pub(crate) fn issue(&self, principal: &Principal, topics: &[Topic]) -> Result<String, ApiError> {
+    pub(crate) fn issue(
+        &self,
+        principal: &Principal,
+        topics: &[Topic],
+    ) -> Result<String, ApiError> {
         let mut nonce = [0u8; 16];
         rand::rng().fill_bytes(&mut nonce);
         let claims = TicketClaims {
@@ -125,9 +133,13 @@ impl Tickets {
             exp: unix_now() + self.ttl.as_secs().max(1),
             topics: topics.iter().map(|t| t.as_str().to_owned()).collect(),
             jti: nonce.iter().map(|b| format!("{b:02x}")).collect(),
-            cred_exp: principal.expires_at.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+            cred_exp: principal
+                .expires_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
     }
 
     /// Checks a ticket and spends it.
@@ -138,15 +150,26 @@ impl Tickets {
                 _ => TicketError::Invalid,
             })?
             .claims;
-        let topics = claims.topics.iter().map(|t| Topic::new(t)).collect::<Result<Arc<[Topic]>, _>>();
+        let topics = claims
+            .topics
+            .iter()
+            .map(|t| Topic::new(t))
+            .collect::<Result<Arc<[Topic]>, _>>();
         let topics = topics.map_err(|_| TicketError::Invalid)?;
         self.spend(claims.jti, claims.exp)?;
         let expires_at = claims.cred_exp.map(|s| UNIX_EPOCH + Duration::from_secs(s));
-        Ok(Principal::from_ticket(Arc::from(claims.sub), topics, expires_at))
+        Ok(Principal::from_ticket(
+            Arc::from(claims.sub),
+            topics,
+            expires_at,
+        ))
     }
 
     fn spend(&self, nonce: String, exp: u64) -> Result<(), TicketError> {
-        let mut spent = self.spent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if spent.len() >= MAX_SPENT {
             // Expired tickets are refused by their signature check anyway: forget their nonces.
             let now = unix_now();
@@ -178,7 +201,11 @@ struct TicketResponse {
 }
 
 /// `POST /api/stream-tickets` with `{"topics": [...]}`.
-async fn create(State(state): State<AppState>, parts: Parts, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn create(
+    State(state): State<AppState>,
+    parts: Parts,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let auth = &state.config.auth;
     let principal = auth.authenticate(&parts, Sources::HeaderOrCookie)?;
     let request = parse_body(&parts.headers, &body)?;
@@ -190,14 +217,21 @@ async fn create(State(state): State<AppState>, parts: Parts, body: Bytes) -> Res
     }
     let mut topics = Vec::with_capacity(request.topics.len());
     for name in &request.topics {
-        let topic = Topic::new(name)
-            .map_err(|error| ApiError::bad_request("invalid_topic", format!("topic {name:?}: {error}")))?;
+        let topic = Topic::new(name).map_err(|error| {
+            ApiError::bad_request("invalid_topic", format!("topic {name:?}: {error}"))
+        })?;
         principal.check_subscribe(&topic)?;
         topics.push(topic);
     }
     let tickets = auth.tickets();
     let ticket = tickets.issue(&principal, &topics)?;
-    Ok((StatusCode::CREATED, Json(TicketResponse { ticket, expires_in: tickets.ttl().as_secs().max(1) })))
+    Ok((
+        StatusCode::CREATED,
+        Json(TicketResponse {
+            ticket,
+            expires_in: tickets.ttl().as_secs().max(1),
+        }),
+    ))
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<TicketRequest, ApiError> {
@@ -213,6 +247,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<TicketRequest, ApiErro
             "the body must be JSON (Content-Type: application/json)",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request("invalid_json", format!("invalid request body: {error}")))
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request("invalid_json", format!("invalid request body: {error}"))
+    })
 }

@@ -11,11 +11,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
     #[error("cannot read the TLS certificate chain {path}: {source}")]
-    Cert { path: PathBuf, source: rustls::pki_types::pem::Error },
+    Cert {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("the TLS certificate file {0} holds no certificate")]
     NoCert(PathBuf),
     #[error("cannot read the TLS private key {path}: {source}")]
-    Key { path: PathBuf, source: rustls::pki_types::pem::Error },
+    Key {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("the TLS certificate and key do not work together: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -31,16 +37,25 @@ impl TlsConfig {
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsConfigError> {
         let certs = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|source| TlsConfigError::Cert { path: cert.to_owned(), source })?;
+            .map_err(|source| TlsConfigError::Cert {
+                path: cert.to_owned(),
+                source,
+            })?;
         if certs.is_empty() {
             return Err(TlsConfigError::NoCert(cert.to_owned()));
         }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsConfigError::Key { path: key.to_owned(), source })?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsConfigError::Key {
+            path: key.to_owned(),
+            source,
+        })?;
         Self::from_der(certs, key)
     }
 
     /// Builds the configuration from DER certificates and key (tests generate them in memory).
-    pub fn from_der(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, TlsConfigError> {
+    pub fn from_der(
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, TlsConfigError> {
         // An explicit provider, so the process-wide default (unset, or another crate's) never matters.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
@@ -48,7 +63,9 @@ impl TlsConfig {
             .with_no_client_auth()
             .with_single_cert(certs, key)?;
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TlsConfig { server: Arc::new(server) })
+        Ok(TlsConfig {
+            server: Arc::new(server),
+        })
     }
 
     pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {

@@ -1,6 +1,11 @@
 //! The auth matrix over real HTTP: mode none, JWT (HS256, RS256, ES256) from header, cookie and
 //! query, expired and wrongly signed tokens, forbidden topics, and stream tickets.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking; expect() messages would only repeat the line"
+)]
+
 mod edge_support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,23 +13,44 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use edge_support::{OTHER_SECRET, SECRET, TICKET_SECRET, client, error_code, jwt_hs256, start, token};
+use edge_support::{
+    OTHER_SECRET, SECRET, TICKET_SECRET, client, error_code, jwt_hs256, start, token,
+};
 use rill_server::{Auth, Config, JwtKey};
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[tokio::test]
 async fn mode_none_lets_everyone_in() {
     let server = start(Config::default()).await;
     let http = client();
-    let body: Value = http.get(server.url("/probe/sub?topic=a")).send().await.unwrap().json().await.unwrap();
+    let body: Value = http
+        .get(server.url("/probe/sub?topic=a"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body, json!({ "user": "anonymous", "expires_at": null }));
-    let response = http.post(server.url("/probe/pub/anything")).send().await.unwrap();
+    let response = http
+        .post(server.url("/probe/pub/anything"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     // Tickets work too (as the anonymous user), so clients need no mode switch.
-    let response = http.post(server.url("/api/stream-tickets")).json(&json!({ "topics": ["a"] })).send().await.unwrap();
+    let response = http
+        .post(server.url("/api/stream-tickets"))
+        .json(&json!({ "topics": ["a"] }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 201);
     server.stop().await;
 }
@@ -36,36 +62,72 @@ async fn jwt_header_cookie_and_query() {
     let good = token(SECRET, "alice", &["news/*"], &["news/*", "prices"]);
 
     // No credential at all: 401 with WWW-Authenticate.
-    let response = http.get(server.url("/probe/sub?topic=prices")).send().await.unwrap();
+    let response = http
+        .get(server.url("/probe/sub?topic=prices"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_eq!(error_code(response, 401).await, "unauthorized");
 
     // Header.
-    let response = http.get(server.url("/probe/sub?topic=prices")).bearer_auth(&good).send().await.unwrap();
+    let response = http
+        .get(server.url("/probe/sub?topic=prices"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["user"], "alice");
     let expires_at = body["expires_at"].as_u64().unwrap();
-    assert!(expires_at > now() + 3000 && expires_at <= now() + 3600, "expires_at comes from exp");
+    assert!(
+        expires_at > now() + 3000 && expires_at <= now() + 3600,
+        "expires_at comes from exp"
+    );
 
     // Cookie, among others.
     let cookie = format!("theme=dark; rill_token={good}; x=y");
-    let response = http.get(server.url("/probe/sub?topic=news/1")).header("cookie", cookie).send().await.unwrap();
+    let response = http
+        .get(server.url("/probe/sub?topic=news/1"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 
     // Query parameter.
-    let response = http.get(server.url(&format!("/probe/sub?topic=news/eu&access_token={good}"))).send().await.unwrap();
+    let response = http
+        .get(server.url(&format!("/probe/sub?topic=news/eu&access_token={good}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 
     // Publish: allowed under news/*, forbidden elsewhere, with the documented 403.
-    let response = http.post(server.url("/probe/pub/news/1")).bearer_auth(&good).send().await.unwrap();
+    let response = http
+        .post(server.url("/probe/pub/news/1"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    let response = http.post(server.url("/probe/pub/prices")).bearer_auth(&good).send().await.unwrap();
+    let response = http
+        .post(server.url("/probe/pub/prices"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 403).await, "forbidden");
 
     // Forbidden topic to subscribe: `news/*` does not cover `news` itself nor `newsroom`.
     for topic in ["secret", "news", "newsroom"] {
-        let response = http.get(server.url(&format!("/probe/sub?topic={topic}"))).bearer_auth(&good).send().await.unwrap();
+        let response = http
+            .get(server.url(&format!("/probe/sub?topic={topic}")))
+            .bearer_auth(&good)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(response, 403).await, "forbidden", "{topic}");
     }
     server.stop().await;
@@ -78,7 +140,12 @@ async fn jwt_rejections() {
     let probe = server.url("/probe/sub?topic=a");
 
     let wrong_signature = token(OTHER_SECRET, "mallory", &["*"], &["*"]);
-    let response = http.get(&probe).bearer_auth(&wrong_signature).send().await.unwrap();
+    let response = http
+        .get(&probe)
+        .bearer_auth(&wrong_signature)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_eq!(error_code(response, 401).await, "invalid_token");
 
@@ -88,7 +155,11 @@ async fn jwt_rejections() {
     let expired = rill_server::mint_hs256(SECRET.as_bytes(), &claims).unwrap();
     let response = http.get(&probe).bearer_auth(&expired).send().await.unwrap();
     assert_eq!(error_code(response, 401).await, "token_expired");
-    let response = http.get(format!("{probe}&access_token={expired}")).send().await.unwrap();
+    let response = http
+        .get(format!("{probe}&access_token={expired}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 401).await, "token_expired");
 
     // Not a JWT, not Bearer, a token without exp, one signed with `none`.
@@ -98,12 +169,18 @@ async fn jwt_rejections() {
         &EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap();
-    let unsigned = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OSwic3Vic2NyaWJlIjpbIioiXX0.";
+    let unsigned =
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OSwic3Vic2NyaWJlIjpbIioiXX0.";
     for bad in ["garbage", no_exp.as_str(), unsigned] {
         let response = http.get(&probe).bearer_auth(bad).send().await.unwrap();
         assert_eq!(error_code(response, 401).await, "invalid_token", "{bad}");
     }
-    let response = http.get(&probe).header("authorization", "Basic YWxpY2U6cHc=").send().await.unwrap();
+    let response = http
+        .get(&probe)
+        .header("authorization", "Basic YWxpY2U6cHc=")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 401).await, "invalid_token");
 
     // A bad header is not rescued by a good cookie: the first credential found decides.
@@ -121,7 +198,11 @@ async fn jwt_rejections() {
 
 /// Signs `claims` with a private key from tests/data.
 fn sign_pem(algorithm: Algorithm, private_pem: &str, sub: &str) -> String {
-    let pem = std::fs::read(format!("{}/tests/data/{private_pem}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let pem = std::fs::read(format!(
+        "{}/tests/data/{private_pem}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     let key = match algorithm {
         Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
         _ => EncodingKey::from_ec_pem(&pem).unwrap(),
@@ -139,20 +220,48 @@ async fn rs256_and_es256_public_keys() {
             Algorithm::RS256 => JwtKey::rs256_pem(&public).unwrap(),
             _ => JwtKey::es256_pem(&public).unwrap(),
         };
-        let server = start(Config { auth: Auth::jwt(key, None, Duration::from_secs(30)), ..Config::default() }).await;
+        let server = start(Config {
+            auth: Auth::jwt(key, None, Duration::from_secs(30)),
+            ..Config::default()
+        })
+        .await;
         let http = client();
         let good = sign_pem(algorithm, &format!("{name}-private.pem"), "bob");
-        let response = http.get(server.url("/probe/sub?topic=a")).bearer_auth(&good).send().await.unwrap();
+        let response = http
+            .get(server.url("/probe/sub?topic=a"))
+            .bearer_auth(&good)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{name}");
-        let response = http.get(server.url("/probe/sub?topic=b")).bearer_auth(&good).send().await.unwrap();
+        let response = http
+            .get(server.url("/probe/sub?topic=b"))
+            .bearer_auth(&good)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(response, 403).await, "forbidden", "{name}");
         // An HS256 token (even with a valid-looking signature) is refused: the algorithm is pinned.
         let hs = token(SECRET, "bob", &[], &["a"]);
-        let response = http.get(server.url("/probe/sub?topic=a")).bearer_auth(&hs).send().await.unwrap();
+        let response = http
+            .get(server.url("/probe/sub?topic=a"))
+            .bearer_auth(&hs)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(response, 401).await, "invalid_token", "{name}");
         // The other algorithm's key does not verify.
-        let other = if name == "rs256" { sign_pem(Algorithm::ES256, "es256-private.pem", "bob") } else { sign_pem(Algorithm::RS256, "rs256-private.pem", "bob") };
-        let response = http.get(server.url("/probe/sub?topic=a")).bearer_auth(&other).send().await.unwrap();
+        let other = if name == "rs256" {
+            sign_pem(Algorithm::ES256, "es256-private.pem", "bob")
+        } else {
+            sign_pem(Algorithm::RS256, "rs256-private.pem", "bob")
+        };
+        let response = http
+            .get(server.url("/probe/sub?topic=a"))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(response, 401).await, "invalid_token", "{name}");
         server.stop().await;
     }
@@ -160,8 +269,18 @@ async fn rs256_and_es256_public_keys() {
     assert!(JwtKey::hs256(b"short").is_err());
 }
 
-async fn ticket(http: &reqwest::Client, server: &edge_support::Server, token: &str, topics: &[&str]) -> reqwest::Response {
-    http.post(server.url("/api/stream-tickets")).bearer_auth(token).json(&json!({ "topics": topics })).send().await.unwrap()
+async fn ticket(
+    http: &reqwest::Client,
+    server: &edge_support::Server,
+    token: &str,
+    topics: &[&str],
+) -> reqwest::Response {
+    http.post(server.url("/api/stream-tickets"))
+        .bearer_auth(token)
+        .json(&json!({ "topics": topics }))
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -177,25 +296,52 @@ async fn stream_tickets() {
     let t = body["ticket"].as_str().unwrap().to_owned();
 
     // The ticket is for a GET stream opening only: a POST ignores it (and does not spend it).
-    let response = http.post(server.url(&format!("/probe/pub/news/1?ticket={t}"))).send().await.unwrap();
+    let response = http
+        .post(server.url(&format!("/probe/pub/news/1?ticket={t}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 401).await, "unauthorized");
 
     // Another topic than the ticket's: 403 (this spends the ticket).
-    let response = http.get(server.url(&format!("/probe/sub?topic=news/2&ticket={t}"))).send().await.unwrap();
+    let response = http
+        .get(server.url(&format!("/probe/sub?topic=news/2&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 403).await, "forbidden");
     // Used twice.
-    let response = http.get(server.url(&format!("/probe/sub?topic=news/1&ticket={t}"))).send().await.unwrap();
+    let response = http
+        .get(server.url(&format!("/probe/sub?topic=news/1&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 401).await, "ticket_used");
 
     // A fresh ticket opens once, carrying the user and the token's expiry.
-    let t: Value = ticket(&http, &server, &alice, &["prices"]).await.json().await.unwrap();
+    let t: Value = ticket(&http, &server, &alice, &["prices"])
+        .await
+        .json()
+        .await
+        .unwrap();
     let t = t["ticket"].as_str().unwrap().to_owned();
-    let response = http.get(server.url(&format!("/probe/sub?topic=prices&ticket={t}"))).send().await.unwrap();
+    let response = http
+        .get(server.url(&format!("/probe/sub?topic=prices&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["user"], "alice");
-    assert!(body["expires_at"].as_u64().unwrap() > now() + 3000, "the stream lives as long as the token");
-    let response = http.get(server.url(&format!("/probe/sub?topic=prices&ticket={t}"))).send().await.unwrap();
+    assert!(
+        body["expires_at"].as_u64().unwrap() > now() + 3000,
+        "the stream lives as long as the token"
+    );
+    let response = http
+        .get(server.url(&format!("/probe/sub?topic=prices&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 401).await, "ticket_used");
 
     // Expired (forged with the shared ticket key, so no test waits for a clock).
@@ -205,7 +351,11 @@ async fn stream_tickets() {
         &EncodingKey::from_secret(TICKET_SECRET.as_bytes()),
     )
     .unwrap();
-    let response = http.get(server.url(&format!("/probe/sub?topic=prices&ticket={expired}"))).send().await.unwrap();
+    let response = http
+        .get(server.url(&format!("/probe/sub?topic=prices&ticket={expired}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 401).await, "ticket_expired");
     // Forged with another key, or an access token passed as a ticket.
     let forged = jsonwebtoken::encode(
@@ -215,12 +365,23 @@ async fn stream_tickets() {
     )
     .unwrap();
     for bad in [forged.as_str(), alice.as_str(), "garbage"] {
-        let response = http.get(server.url(&format!("/probe/sub?topic=prices&ticket={bad}"))).send().await.unwrap();
+        let response = http
+            .get(server.url(&format!("/probe/sub?topic=prices&ticket={bad}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(response, 401).await, "invalid_ticket");
     }
 
     // Minting: only for topics the caller may subscribe to, only with a header or cookie.
-    assert_eq!(error_code(ticket(&http, &server, &alice, &["prices", "secret"]).await, 403).await, "forbidden");
+    assert_eq!(
+        error_code(
+            ticket(&http, &server, &alice, &["prices", "secret"]).await,
+            403
+        )
+        .await,
+        "forbidden"
+    );
     let response = http
         .post(server.url(&format!("/api/stream-tickets?access_token={alice}")))
         .json(&json!({ "topics": ["prices"] }))
@@ -237,9 +398,21 @@ async fn stream_tickets() {
         .unwrap();
     assert_eq!(response.status(), 201);
     // Bad bodies.
-    assert_eq!(error_code(ticket(&http, &server, &alice, &[]).await, 400).await, "invalid_topics");
-    assert_eq!(error_code(ticket(&http, &server, &alice, &["a b"]).await, 400).await, "invalid_topic");
-    let response = http.post(server.url("/api/stream-tickets")).bearer_auth(&alice).body("{\"topics\":[\"prices\"]}").send().await.unwrap();
+    assert_eq!(
+        error_code(ticket(&http, &server, &alice, &[]).await, 400).await,
+        "invalid_topics"
+    );
+    assert_eq!(
+        error_code(ticket(&http, &server, &alice, &["a b"]).await, 400).await,
+        "invalid_topic"
+    );
+    let response = http
+        .post(server.url("/api/stream-tickets"))
+        .bearer_auth(&alice)
+        .body("{\"topics\":[\"prices\"]}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response, 415).await, "unsupported_media_type");
     let response = http
         .post(server.url("/api/stream-tickets"))
@@ -250,5 +423,61 @@ async fn stream_tickets() {
         .await
         .unwrap();
     assert_eq!(error_code(response, 400).await, "invalid_json");
+    server.stop().await;
+}
+
+/// Reads an SSE response to its end (bounded) and returns its events as (name, data).
+async fn read_to_end(mut response: reqwest::Response) -> Vec<(String, String)> {
+    let mut parser = rill_sse::Parser::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(15), response.chunk())
+        .await
+        .expect("the stream ended in time")
+        .unwrap()
+    {
+        parser.feed(&chunk, |item| {
+            if let rill_sse::Item::Event(e) = item {
+                events.push((e.event.to_string(), e.data.to_string()));
+            }
+        });
+    }
+    events
+}
+
+#[tokio::test]
+async fn streams_close_when_the_credential_expires() {
+    let server = start(jwt_hs256()).await;
+    let http = client();
+    let mut claims = rill_server::Claims::new("alice", Duration::from_secs(2));
+    claims.subscribe = vec!["a".into()];
+    let short = rill_server::mint_hs256(SECRET.as_bytes(), &claims).unwrap();
+    let t: Value = ticket(&http, &server, &short, &["a"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let t = t["ticket"].as_str().unwrap().to_owned();
+
+    let by_token = http
+        .get(server.url("/api/events?topic=a"))
+        .bearer_auth(&short)
+        .send()
+        .await
+        .unwrap();
+    let by_ticket = http
+        .get(server.url(&format!("/api/events?topic=a&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (by_token.status().as_u16(), by_ticket.status().as_u16()),
+        (200, 200)
+    );
+    for events in [read_to_end(by_token).await, read_to_end(by_ticket).await] {
+        let (name, data) = events.last().expect("a final event");
+        assert_eq!(name, "error");
+        let data: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(data["code"], "credential_expired");
+    }
     server.stop().await;
 }
