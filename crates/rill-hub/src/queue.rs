@@ -127,6 +127,7 @@ impl Queue {
                     .fetch_add(1, Ordering::Relaxed);
             } else {
                 let len = event.data.len();
+                let was_empty = st.items.is_empty();
                 st.items.push_back(Item {
                     idx,
                     event: event.clone(),
@@ -137,6 +138,11 @@ impl Queue {
                 self.metrics
                     .queued_bytes
                     .fetch_add(len as u64, Ordering::Relaxed);
+                // The task takes the whole queue at once, so only the push that made it
+                // non-empty needs to wake it (saves a wake-up per event in bursts).
+                if !was_empty {
+                    return;
+                }
             }
         }
         self.notify.notify_one();
