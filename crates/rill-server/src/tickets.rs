@@ -226,7 +226,7 @@ async fn create(
     let tickets = auth.tickets();
     let ticket = tickets.issue(&principal, &topics)?;
     Ok((
-        StatusCode::CREATED,
+        StatusCode::OK,
         Json(TicketResponse {
             ticket,
             expires_in: tickets.ttl().as_secs().max(1),
