@@ -261,6 +261,15 @@ test("two tabs show the same streamed answer; eight tabs share one event stream"
     const stored = await storedMessages(rill.base, chatId);
     const want = stored.map((m) => `${m.id}:${m.status}:${m.content}`);
     for (const p of pages) assert.deepEqual((await shown(p)).map((m) => `${m.id}:${m.status}:${m.text}`), want);
+
+    // Closed tabs leave the stream to the others: the last one still follows the chat live.
+    for (const p of pages.slice(1)) await p.close();
+    await first.fill("#composer-input", "third question, the other tabs closed");
+    await first.keyboard.press("Enter");
+    await waitAssistantDone(first, 3);
+    assert.equal(await openStreams(rill.base), 1);
+    const last = await storedMessages(rill.base, chatId);
+    assert.equal((await lastAssistant(first)).text, last.at(-1).content);
   } finally {
     await context.close();
     await rill.stop();
@@ -605,5 +614,28 @@ test("bot switcher: each bot has its own chats; an upstream failure shows on the
     await context.close();
     await rill.stop();
     await upstream.close();
+  }
+});
+
+test("without SharedWorker each tab follows the chat on a stream of its own, still in sync", async () => {
+  const rill = await startRill({ args: SLOW });
+  const context = await browser.newContext();
+  await context.addInitScript(() => {
+    delete window.SharedWorker;
+  });
+  try {
+    const a = await context.newPage();
+    const chatId = await newChatAndSend(a, rill.base, "no shared worker here");
+    assert.equal(await a.evaluate(() => document.getElementById("app").dataset.streams), "tab");
+    const b = await context.newPage();
+    await b.goto(`${rill.base}/#bot=demo&chat=${chatId}`);
+    await b.waitForSelector("#conn[data-state=live]");
+    assert.equal(await openStreams(rill.base), 2);
+    for (const p of [a, b]) await waitAssistantDone(p);
+    const stored = await storedMessages(rill.base, chatId);
+    for (const p of [a, b]) assert.deepEqual((await shown(p)).map((m) => m.text), stored.map((m) => m.content));
+  } finally {
+    await context.close();
+    await rill.stop();
   }
 });

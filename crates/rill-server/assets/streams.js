@@ -14,6 +14,15 @@ function startWorker() {
   try {
     const w = new SharedWorker("/assets/stream-worker.js", { type: "module", name: "rill-streams" });
     w.port.onmessage = ({ data }) => dispatch(data);
+    // A worker that cannot start (blocked, or a script error): every chat gets a stream of its own.
+    w.onerror = () => {
+      if (worker !== w) return;
+      worker = false;
+      for (const [chatId, set] of handlers) {
+        const own = ownStream(chatId, fanOut(set));
+        for (const h of set) h.fallback = own;
+      }
+    };
     w.port.start();
     // Held until this tab closes: the worker learns that we are gone when it is granted the lock.
     navigator.locks?.request("rill-tab-" + tabId, () => new Promise(() => {}));
@@ -55,14 +64,30 @@ export function followChat(chatId, h) {
     return {
       close() {
         set.delete(h);
+        h.fallback?.close();
         if (set.size === 0) {
           handlers.delete(chatId);
           w.port.postMessage({ op: "unsubscribe", chatId });
         }
       },
-      restart: () => w.port.postMessage({ op: "restart", chatId }),
+      restart: () => (h.fallback ? h.fallback.restart() : w.port.postMessage({ op: "restart", chatId })),
     };
   }
+  const own = ownStream(chatId, h);
+  return { close: () => own.close(), restart: () => own.restart() };
+}
+
+/** Calls every handler of `set`. */
+function fanOut(set) {
+  return {
+    onEvent: (...a) => set.forEach((h) => h.onEvent(...a)),
+    onState: (...a) => set.forEach((h) => h.onState(...a)),
+    onOpen: (...a) => set.forEach((h) => h.onOpen(...a)),
+  };
+}
+
+/** A stream of this tab's own, for browsers without SharedWorker. */
+function ownStream(chatId, h) {
   const stream = new ChatStream(new RillClient(), chatId, {
     onEvent: (type, data, id) => {
       h.onEvent(type, data, id);
@@ -71,5 +96,5 @@ export function followChat(chatId, h) {
     onState: (state, detail) => h.onState(state, detail ? String(detail.message || detail) : ""),
     onOpen: (resumed) => h.onOpen(resumed),
   });
-  return { close: () => stream.close(), restart: () => stream.restart() };
+  return stream;
 }
