@@ -78,6 +78,11 @@ pub(crate) struct TopicSinks {
     /// The last event name seen, reused while names repeat (they nearly always do: a chat
     /// streams `message.delta` after `message.delta`), to save an allocation per message.
     last_name: Mutex<Option<Arc<str>>>,
+    /// Set while the topic is re-subscribed after a connection loss, until its sinks were told
+    /// (`Sink::interrupted`): messages in between are dropped, not delivered. They are in the
+    /// log, and the hub's re-read (which starts after `interrupted`) finds them; delivering them
+    /// would hand a sink an event past a gap it has not been told about yet.
+    resyncing: AtomicBool,
 }
 
 /// What the control task is asked to do.
@@ -182,6 +187,7 @@ impl Feed {
                         channel: channel.clone(),
                         sinks: RwLock::new(Vec::new()),
                         last_name: Mutex::new(None),
+                        resyncing: AtomicBool::new(false),
                     })
                 })
                 .clone();
@@ -222,12 +228,16 @@ impl Feed {
         *lock(&self.epoch) = Some(epoch);
     }
 
-    /// Every sink covered by a confirmed subscription is told its feed was interrupted.
+    /// Every sink covered by a confirmed subscription is told its feed was interrupted, and the
+    /// topic's messages flow again. The write lock excludes delivery for the topic meanwhile, so
+    /// every message delivered after this comes after `interrupted()`.
     fn interrupt_live(&self) -> usize {
         let topics: Vec<Arc<TopicSinks>> = read(&self.topics).values().cloned().collect();
         let mut n = 0;
         for t in topics {
-            for s in read(&t.sinks).iter() {
+            let sinks = write(&t.sinks);
+            t.resyncing.store(false, Ordering::Release);
+            for s in sinks.iter() {
                 if s.live.load(Ordering::Acquire) {
                     s.sink.interrupted();
                     n += 1;
@@ -297,7 +307,12 @@ impl Feed {
             msg.data,
             msg.time_ms,
         ));
-        for s in read(&topic.sinks).iter() {
+        let sinks = read(&topic.sinks);
+        if topic.resyncing.load(Ordering::Acquire) {
+            return;
+        }
+        // Sinks must not detach from inside `deliver` (the lock is held): the hub's only queue.
+        for s in sinks.iter() {
             s.sink.deliver(&event);
         }
     }
@@ -484,9 +499,13 @@ impl ControlTask {
             if reconnected {
                 // Subscribe every channel that has local sinks again, then tell the sinks.
                 subscribed.clear();
-                let channels: Vec<Box<[u8]>> = read(&self.feed.topics).keys().cloned().collect();
+                let entries: Vec<Arc<TopicSinks>> =
+                    read(&self.feed.topics).values().cloned().collect();
+                for t in &entries {
+                    t.resyncing.store(true, Ordering::Release);
+                }
                 let mut ok = true;
-                for ch in channels {
+                for ch in entries.iter().map(|t| t.channel.clone()) {
                     if let Err(error) = self.subscribe(&mut c, &ch, true).await {
                         tracing::warn!(%error, "Re-subscribing to Redis failed; reconnecting.");
                         ok = false;
@@ -498,7 +517,7 @@ impl ControlTask {
                     continue;
                 }
                 self.feed.connected.store(true, Ordering::Release);
-                let n = self.feed.interrupted_after_reconnect();
+                let n = self.feed.interrupt_live();
                 tracing::info!(
                     sinks = n,
                     "Reconnected to Redis Pub/Sub; live feeds re-synchronise."
@@ -623,12 +642,6 @@ impl ControlTask {
                 }
             }
         }
-    }
-}
-
-impl Feed {
-    fn interrupted_after_reconnect(&self) -> usize {
-        self.interrupt_live()
     }
 }
 

@@ -49,6 +49,8 @@ pub type MakeBroker = Box<dyn Fn(Options) -> BoxFuture<'static, Arc<dyn Broker>>
 pub struct RecordingSink {
     events: Mutex<Vec<Arc<Event>>>,
     interrupted: AtomicUsize,
+    /// How many events had been delivered when `interrupted()` was first called.
+    before_interruption: Mutex<Option<usize>>,
     changed: tokio::sync::Notify,
 }
 
@@ -73,6 +75,15 @@ impl RecordingSink {
     /// How many times `interrupted()` was called.
     pub fn interruptions(&self) -> usize {
         self.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// How many events had been delivered when the feed was first reported interrupted (`None`:
+    /// never). A broker must not deliver an event past a gap before saying so.
+    pub fn delivered_before_interruption(&self) -> Option<usize> {
+        *self
+            .before_interruption
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits (at most `within`) until `cond` holds for this sink; panics with `what` if it never
@@ -126,6 +137,11 @@ impl Sink for RecordingSink {
     }
 
     fn interrupted(&self) {
+        let delivered = self.len();
+        self.before_interruption
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(delivered);
         self.interrupted.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }

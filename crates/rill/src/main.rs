@@ -1,5 +1,6 @@
 //! The `rill` command line: parse arguments, set up logging, hand off to a subcommand.
 
+mod chat_cmd;
 mod chat_config;
 mod config;
 mod pub_cmd;
@@ -28,6 +29,8 @@ enum Command {
     Sse(sse_cmd::SseArgs),
     /// Mint a development HS256 token from the configured `jwt_secret` and print it.
     Token(token_cmd::TokenArgs),
+    /// Chat with a bot: interactive, or one message in and exactly the answer's text out.
+    Chat(Box<chat_cmd::ChatArgs>),
     /// Subscribe to topics (or any SSE endpoint by URL) and print events as they come.
     Sub(Box<sub_cmd::SubArgs>),
     /// Publish one event to a topic and print its id.
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::main(*args),
         Command::Sse(args) => sse_cmd::main(args),
         Command::Token(args) => token_cmd::main(args),
+        Command::Chat(args) => chat_cmd::main(*args),
         Command::Sub(args) => sub_cmd::main(*args),
         Command::Pub(args) => pub_cmd::main(args),
     };
