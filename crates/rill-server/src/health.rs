@@ -19,14 +19,23 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the broker can serve (the in-process one always can; Redis when reachable).
+/// Ready when the broker can serve (the in-process one always can; Redis when reachable) and,
+/// with a chat engine, when its database answers.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.hub.broker().ready().await {
+    let broker = state.hub.broker().ready().await;
+    let database = match &state.chat {
+        Some(chat) => chat.store().ping().await.is_ok(),
+        None => true,
+    };
+    if broker && database {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
+        let status = |ok: bool| if ok { "ok" } else { "unreachable" };
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "broker": "unreachable" })),
+            Json(
+                json!({ "status": "unavailable", "broker": status(broker), "database": status(database) }),
+            ),
         )
     }
 }

@@ -1,4 +1,5 @@
-//! The chat keys of `rill serve`: database, bots, providers' timeouts, demo pace, engine.
+//! The chat and backend keys of `rill serve`: database, broker, bots, providers' timeouts, demo
+//! pace, engine.
 //!
 //! Same rules as every key (see `config.rs`): flag, then `RILL_*` env, then the TOML file, then
 //! the default; a bad value names its key. Bots are configured only in the TOML file
@@ -22,6 +23,20 @@ pub(crate) struct ChatArgs {
         hide_env_values = true
     )]
     pub(crate) database: Option<String>,
+
+    /// The broker: `memory` (in-process, one instance) or `redis://host:port[/db]` (several
+    /// instances) [default: memory].
+    #[arg(long, env = "RILL_BROKER", value_name = "URL", hide_env_values = true)]
+    pub(crate) broker: Option<String>,
+
+    /// Prefix of every Redis key and channel, so deployments can share a Redis [default: rill:].
+    #[arg(long, env = "RILL_REDIS_KEY_PREFIX", value_name = "PREFIX")]
+    pub(crate) redis_key_prefix: Option<String>,
+
+    /// How long a generation's lease lasts without renewal; after it another instance marks the
+    /// generation interrupted [default: 15s].
+    #[arg(long, env = "RILL_LEASE_TTL", value_name = "DURATION")]
+    pub(crate) lease_ttl: Option<String>,
 
     /// This instance's name in generation leases [default: random per start].
     #[arg(long, env = "RILL_INSTANCE_ID", value_name = "NAME")]
@@ -72,10 +87,22 @@ pub(crate) struct ChatArgs {
 #[derive(Debug)]
 pub(crate) struct ChatSettings {
     pub(crate) database: String,
+    pub(crate) broker: Broker,
     pub(crate) engine: rill_chat::EngineSettings,
     pub(crate) providers: rill_providers::ProviderSettings,
     /// The configured bots; `None` means the defaults (demo, plus OpenAI/Anthropic by key).
     pub(crate) bots: Option<Vec<BotConfig>>,
+}
+
+/// Which broker to run on.
+#[derive(Debug)]
+pub(crate) enum Broker {
+    Memory,
+    /// The URL and key prefix; retention comes from the stream settings.
+    Redis {
+        url: String,
+        key_prefix: String,
+    },
 }
 
 impl ChatArgs {
@@ -95,7 +122,35 @@ impl ChatArgs {
             );
         }
 
+        let broker = match pick(self.broker, file.broker).as_deref() {
+            None | Some("memory") => Broker::Memory,
+            Some(url)
+                if url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://") =>
+            {
+                Broker::Redis {
+                    url: url.to_owned(),
+                    key_prefix: pick(self.redis_key_prefix, file.redis_key_prefix)
+                        .unwrap_or_else(|| "rill:".to_owned()),
+                }
+            }
+            Some(_) => bail!(
+                "invalid value for `broker` (flag --broker, env RILL_BROKER, or key `broker` in the TOML file): expected `memory` or redis://host:port[/db]"
+            ),
+        };
+
         let mut engine = rill_chat::EngineSettings::default();
+        if let Some(v) = pick(self.lease_ttl, file.lease_ttl) {
+            engine.lease_ttl = parse_key("lease_ttl", &v, |s| {
+                let d = positive_duration(s)?;
+                if d < std::time::Duration::from_secs(1) {
+                    Err("at least 1s".to_owned())
+                } else {
+                    Ok(d)
+                }
+            })?;
+        }
         if let Some(v) = pick(self.instance_id, file.instance_id) {
             engine.instance_id = parse_key("instance_id", &v, |s| {
                 let ok = !s.is_empty()
@@ -154,6 +209,7 @@ impl ChatArgs {
         }
         Ok(ChatSettings {
             database,
+            broker,
             engine,
             providers,
             bots,

@@ -178,6 +178,9 @@ pub(crate) struct FileConfig {
     pub(crate) max_stream_duration: Option<String>,
     // Chat keys (resolved in chat_config.rs).
     pub(crate) database: Option<String>,
+    pub(crate) broker: Option<String>,
+    pub(crate) redis_key_prefix: Option<String>,
+    pub(crate) lease_ttl: Option<String>,
     pub(crate) instance_id: Option<String>,
     pub(crate) checkpoint_interval: Option<String>,
     pub(crate) history_budget: Option<String>,
@@ -260,7 +263,6 @@ impl ServeArgs {
             bail!("invalid value for `log`: it is empty");
         }
 
-
         Ok(Settings {
             server: rill_server::Config {
                 listen,
@@ -280,6 +282,9 @@ impl ServeArgs {
 fn file_chat(file: &mut FileConfig) -> crate::chat_config::ChatArgs {
     crate::chat_config::ChatArgs {
         database: file.database.take(),
+        broker: file.broker.take(),
+        redis_key_prefix: file.redis_key_prefix.take(),
+        lease_ttl: file.lease_ttl.take(),
         instance_id: file.instance_id.take(),
         checkpoint_interval: file.checkpoint_interval.take(),
         history_budget: file.history_budget.take(),
@@ -304,7 +309,13 @@ pub(crate) fn count(value: &str) -> Result<usize, String> {
 
 /// A duration of at least 1 ms.
 pub(crate) fn positive_duration(value: &str) -> Result<Duration, String> {
-    duration(value).and_then(|d| if d.is_zero() { Err("must be more than 0".to_owned()) } else { Ok(d) })
+    duration(value).and_then(|d| {
+        if d.is_zero() {
+            Err("must be more than 0".to_owned())
+        } else {
+            Ok(d)
+        }
+    })
 }
 
 impl StreamArgs {
@@ -340,7 +351,11 @@ impl StreamArgs {
         }
         if let Some(v) = pick(self.max_stream_duration, file.max_stream_duration) {
             c.max_stream_duration = parse_key("max_stream_duration", &v, |s| {
-                if s.trim() == "off" { Ok(None) } else { positive_duration(s).map(Some) }
+                if s.trim() == "off" {
+                    Ok(None)
+                } else {
+                    positive_duration(s).map(Some)
+                }
             })?;
         }
         Ok(c)

@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use crate::chat_config::Broker;
 use crate::config::ServeArgs;
 
 pub(crate) fn main(args: ServeArgs) -> anyhow::Result<()> {
@@ -38,15 +39,44 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
     let store = rill_store::connect(&chat.database)
         .await
         .with_context(|| "cannot open the chat database (setting `database`)".to_owned())?;
-    let state = rill_server::AppState::new(config.clone(), shutdown.clone());
+    let (state, several_instances) = match &chat.broker {
+        Broker::Memory => (
+            rill_server::AppState::new(config.clone(), shutdown.clone()),
+            false,
+        ),
+        Broker::Redis { url, key_prefix } => {
+            let streams = &config.streams;
+            let redis = rill_redis::RedisBrokerConfig {
+                key_prefix: key_prefix.clone(),
+                retention_count: streams.retention.max_events as u64,
+                retention_age: Some(streams.retention.max_age),
+                ..rill_redis::RedisBrokerConfig::new(url.clone())
+            };
+            let broker = rill_redis::RedisBroker::connect(redis)
+                .await
+                .context("cannot use the Redis broker (setting `broker`)")?;
+            let hub = Arc::new(rill_hub::Hub::new(Arc::new(broker), streams.hub));
+            (
+                rill_server::AppState::with_hub(config.clone(), shutdown.clone(), hub),
+                true,
+            )
+        }
+    };
     let bots = build_bots(chat.bots, &chat.providers)?;
+    let lease_ttl = chat.engine.lease_ttl;
     let engine = rill_chat::ChatEngine::new(store, state.hub.broker().clone(), bots, chat.engine);
-    // One instance with the in-process broker: nothing else can be running a generation, so
-    // every message left `streaming` by a previous run is over.
-    let recovered = engine
-        .recover(true)
-        .await
-        .context("cannot recover interrupted generations")?;
+    let recovered = if several_instances {
+        // Other instances may be running generations: only those whose lease expired are over,
+        // and a reaper keeps looking, so a dead instance's answers end within about
+        // `lease_ttl` plus half of it.
+        engine.spawn_reaper(lease_ttl / 2);
+        engine.recover(false).await
+    } else {
+        // One instance with the in-process broker: nothing else can be running a generation,
+        // so every message left `streaming` by a previous run is over.
+        engine.recover(true).await
+    }
+    .context("cannot recover interrupted generations")?;
     if recovered > 0 {
         tracing::info!(
             recovered,
