@@ -203,7 +203,7 @@ pub(crate) enum Sources {
 pub enum AuthConfigError {
     #[error("the HS256 secret is {0} bytes long; it must be at least {MIN_SECRET_LEN} bytes")]
     SecretTooShort(usize),
-    #[error("invalid PEM public key for {algorithm:?}: {source}")]
+    #[error("invalid PEM public key for {algorithm:?}")]
     BadPublicKey {
         algorithm: Algorithm,
         source: jsonwebtoken::errors::Error,

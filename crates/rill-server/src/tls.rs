@@ -10,19 +10,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Why the TLS files are unusable. Raised before any port is bound.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
-    #[error("cannot read the TLS certificate chain {path}: {source}")]
+    #[error("cannot read the TLS certificate chain {path}")]
     Cert {
         path: PathBuf,
         source: rustls::pki_types::pem::Error,
     },
     #[error("the TLS certificate file {0} holds no certificate")]
     NoCert(PathBuf),
-    #[error("cannot read the TLS private key {path}: {source}")]
+    #[error("cannot read the TLS private key {path}")]
     Key {
         path: PathBuf,
         source: rustls::pki_types::pem::Error,
     },
-    #[error("the TLS certificate and key do not work together: {0}")]
+    #[error("the TLS certificate and key do not work together")]
     Rustls(#[from] rustls::Error),
 }
 
