@@ -5,21 +5,16 @@
 // Every test starts its own `rill serve` (port 0 → a free port, a temp SQLite file). The demo
 // model's pace is set per server: slow where a test acts mid-stream, unthrottled for seeding.
 
-import { test, after, before } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { mkdirSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
 import path from "node:path";
 import { createHmac } from "node:crypto";
 
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import http from "node:http";
-import net from "node:net";
-import os from "node:os";
-import { chromium } from "playwright-core";
+import { ROOT, launchBrowser, startRill, tempDir } from "./lib.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SHOTS = path.join(ROOT, "docs/screenshots");
 
 /** A demo that streams for a few seconds: time enough to act mid-stream. */
@@ -27,77 +22,7 @@ const SLOW = ["--demo-first-token-delay", "200ms", "--demo-tokens-per-second", "
 /** A demo with no pacing, to seed history quickly. */
 const FAST = ["--demo-first-token-delay", "0s", "--demo-tokens-per-second", "0"];
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
-
 // ---- helpers -------------------------------------------------------------------------------------
-
-const RILL_BIN = process.env.RILL_BIN || path.join(ROOT, "target/debug/rill");
-const tempDirs = [];
-after(() => tempDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-
-function launchBrowser() {
-  return chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium" });
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts `rill serve` on `port` (a free one if absent) with SQLite file `dbPath` (a new temp file if absent). */
-async function startRill({ args = [], port, dbPath } = {}) {
-  port ??= await freePort();
-  if (!dbPath) {
-    const dir = mkdtempSync(path.join(os.tmpdir(), "rill-page-"));
-    tempDirs.push(dir);
-    dbPath = path.join(dir, "rill.db");
-  }
-  const child = spawn(RILL_BIN, ["serve", "--listen", `127.0.0.1:${port}`, "--database", `sqlite://${dbPath}?mode=rwc`, "--log", "warn", ...args], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`rill serve exited: ${stderr}`);
-    try {
-      if ((await fetch(base + "/healthz")).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (i > 200) throw new Error(`rill serve did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    base,
-    port,
-    dbPath,
-    /** Graceful stop (SIGTERM). */
-    async stop() {
-      if (child.exitCode === null) child.kill("SIGTERM");
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-      if (child.exitCode === null) child.kill("SIGKILL");
-    },
-    /** An abrupt end (SIGKILL), as a crash would. */
-    async kill() {
-      child.kill("SIGKILL");
-      await exited;
-    },
-  };
-}
 
 async function api(base, method, p, body, headers = {}) {
   const res = await fetch(base + p, {
@@ -181,7 +106,7 @@ function pageErrors(page) {
 
 test("a message to the demo bot streams, and the final text equals the stored message", async () => {
   const rill = await startRill({ args: SLOW });
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   try {
     const page = await context.newPage();
     const errors = pageErrors(page);
@@ -215,7 +140,7 @@ test("a message to the demo bot streams, and the final text equals the stored me
 
 test("reload mid-stream: the answer resumes and ends with exactly the stored text", async () => {
   const rill = await startRill({ args: SLOW });
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   try {
     const page = await context.newPage();
     const chatId = await newChatAndSend(page, rill.base, "Tell me about reloads");
@@ -236,8 +161,8 @@ test("reload mid-stream: the answer resumes and ends with exactly the stored tex
 });
 
 test("two tabs show the same streamed answer; eight tabs share one event stream", async () => {
-  const rill = await startRill({ args: SLOW });
-  const context = await browser.newContext();
+  const rill = await startRill({ args: ["--demo-first-token-delay", "200ms", "--demo-tokens-per-second", "150"] });
+  const context = await launchBrowser();
   try {
     const first = await context.newPage();
     const chatId = await newChatAndSend(first, rill.base, "first question");
@@ -278,7 +203,7 @@ test("two tabs show the same streamed answer; eight tabs share one event stream"
 
 test("stop mid-stream shows stopped, the server stored stopped, and Retry answers again", async () => {
   const rill = await startRill({ args: SLOW });
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   try {
     const page = await context.newPage();
     const chatId = await newChatAndSend(page, rill.base, "Please stop me");
@@ -304,7 +229,7 @@ test("stop mid-stream shows stopped, the server stored stopped, and Retry answer
 
 test("kill and restart the server: the page shows reconnecting, then live again", async () => {
   let rill = await startRill({ args: SLOW });
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   try {
     const page = await context.newPage();
     const chatId = await newChatAndSend(page, rill.base, "before the restart");
@@ -329,7 +254,7 @@ test("kill and restart the server: the page shows reconnecting, then live again"
 
 test("scrolling up pages back through 100+ messages with no gap or duplicate", async () => {
   const rill = await startRill({ args: FAST });
-  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  const context = await launchBrowser({ viewport: { width: 1100, height: 700 } });
   try {
     const chat = (await api(rill.base, "POST", "/api/chats", { bot: "demo" })).json;
     for (let i = 1; i <= 52; i++) {
@@ -378,7 +303,7 @@ test("scrolling up pages back through 100+ messages with no gap or duplicate", a
 
 test("Markdown with <script> and <img onerror> in model output renders as text", async () => {
   const rill = await startRill({ args: FAST });
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   try {
     const page = await context.newPage();
     const errors = pageErrors(page);
@@ -422,7 +347,7 @@ function jwt(secret, claims) {
 test("auth mode jwt: the page works with the token in the rill_token cookie, and says so without", async () => {
   const secret = "a-test-secret-that-is-long-enough-for-hs256";
   const rill = await startRill({ args: [...SLOW, "--auth", "jwt", "--jwt-secret", secret] });
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   try {
     const anonymous = await context.newPage();
     await anonymous.goto(rill.base + "/");
@@ -462,7 +387,7 @@ test("screenshots: desktop and phone width, light and dark", async () => {
       ["phone", { width: 390, height: 844 }],
     ]) {
       for (const scheme of ["light", "dark"]) {
-        const context = await browser.newContext({ viewport, colorScheme: scheme, deviceScaleFactor: 1 });
+        const context = await launchBrowser({ viewport, colorScheme: scheme, deviceScaleFactor: 1 });
         const page = await context.newPage();
         await page.goto(`${rill.base}/#bot=demo&chat=${chat.id}`);
         await waitAssistantDone(page, 2);
@@ -512,7 +437,7 @@ async function cuttableProxy(target) {
 test("network drop mid-stream: the page shows reconnecting, then resumes with no lost or doubled text", async () => {
   const rill = await startRill({ args: SLOW });
   const proxy = await cuttableProxy(rill.port);
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   try {
     const page = await context.newPage();
     const chatId = await newChatAndSend(page, proxy.base, "What happens when the network drops?");
@@ -571,16 +496,14 @@ async function flakyUpstream() {
 
 test("bot switcher: each bot has its own chats; an upstream failure shows on the message, and Retry answers", async () => {
   const upstream = await flakyUpstream();
-  const dir = mkdtempSync(path.join(os.tmpdir(), "rill-page-"));
-  tempDirs.push(dir);
-  const config = path.join(dir, "rill.toml");
+  const config = path.join(tempDir(), "rill.toml");
   writeFileSync(
     config,
     `[[bots]]\nid = "demo"\nname = "Demo"\nprovider = "demo"\nmodel = "demo"\n\n` +
       `[[bots]]\nid = "flaky"\nname = "Flaky"\ndescription = "A model that breaks off once"\nprovider = "openai"\nbase_url = "${upstream.url}"\nmodel = "fake"\n`,
   );
   const rill = await startRill({ args: [...FAST, "--config", config] });
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   try {
     const page = await context.newPage();
     const demoChat = await newChatAndSend(page, rill.base, "hello demo");
@@ -619,7 +542,7 @@ test("bot switcher: each bot has its own chats; an upstream failure shows on the
 
 test("without SharedWorker each tab follows the chat on a stream of its own, still in sync", async () => {
   const rill = await startRill({ args: SLOW });
-  const context = await browser.newContext();
+  const context = await launchBrowser();
   await context.addInitScript(() => {
     delete window.SharedWorker;
   });

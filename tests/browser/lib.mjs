@@ -57,14 +57,15 @@ const ANSI = /\x1b\[[0-9;]*m/g;
 
 /**
  * Starts `rill serve --listen 127.0.0.1:0` with `args` (and `env` added to the environment), on a
- * fresh SQLite file, and resolves once it logs "rill is listening" with its address.
- * Returns { base, port, child, logs(), stop() }.
+ * fresh SQLite file (or `port` / `dbPath` when given), and resolves once it logs "rill is listening"
+ * with its address. Returns { base, port, dbPath, child, logs(), stop(), kill() }.
  */
-export async function startRill({ args = [], env = {}, timeoutMs = 30_000 } = {}) {
-  const dir = tempDir("rill-serve-");
+export async function startRill({ args = [], env = {}, timeoutMs = 30_000, port = 0, dbPath } = {}) {
+  // A given `port` and `dbPath` start a server again where a stopped one was (restart tests).
+  dbPath ??= path.join(tempDir("rill-serve-"), "rill.db");
   const child = spawn(
     RILL_BIN,
-    ["serve", "--listen", "127.0.0.1:0", "--database", `sqlite://${dir}/rill.db?mode=rwc`, ...args],
+    ["serve", "--listen", `127.0.0.1:${port}`, "--database", `sqlite://${dbPath}?mode=rwc`, ...args],
     { env: { ...process.env, NO_COLOR: "1", ...env }, stdio: ["ignore", "pipe", "pipe"] },
   );
   children.add(child);
@@ -92,10 +93,10 @@ export async function startRill({ args = [], env = {}, timeoutMs = 30_000 } = {}
       reject(new Error(`rill exited (${code ?? signal}) before listening:\n${output}`));
     });
   });
-  const port = Number(address.split(":").pop());
   return {
     base: `http://${address}`,
-    port,
+    port: Number(address.split(":").pop()),
+    dbPath,
     child,
     logs: () => output,
     /** SIGTERM (graceful), then SIGKILL if it is still there after `graceMs`. */
@@ -106,6 +107,14 @@ export async function startRill({ args = [], env = {}, timeoutMs = 30_000 } = {}
       const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
       await exited;
       clearTimeout(timer);
+      children.delete(child);
+    },
+    /** SIGKILL: an abrupt end, as a crash would. */
+    kill: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
       children.delete(child);
     },
   };
@@ -127,12 +136,13 @@ export async function mintToken({ secret, sub, publish = [], subscribe = [], ttl
  * Launches chromium with a fresh temporary profile. Returns a playwright BrowserContext; close it
  * with `context.close()` (the profile directory is removed at exit).
  */
-export async function launchBrowser() {
+export async function launchBrowser(options = {}) {
   const userDataDir = tempDir("rill-chromium-");
   return chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
     args: CHROMIUM_ARGS,
+    ...options, // e.g. viewport, colorScheme
   });
 }
 
