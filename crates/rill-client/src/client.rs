@@ -1,5 +1,5 @@
 //! The base client of rill's HTTP API: a server URL, an optional bearer token, one HTTP pool.
-//! The typed clients (topics, and chats later) are thin layers over it.
+//! The typed clients (topics, chats) are thin layers over it.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use crate::chats::ChatsClient;
 use crate::error::Error;
 use crate::event_source::{SseRequest, status_error, transport};
 use crate::topics::TopicsClient;
@@ -114,6 +115,11 @@ impl Client {
     /// The topics API.
     pub fn topics(&self) -> TopicsClient {
         TopicsClient::new(self.clone())
+    }
+
+    /// The chats API.
+    pub fn chats(&self) -> ChatsClient {
+        ChatsClient::new(self.clone())
     }
 
     /// Sends `request`; a 2xx answer is decoded as JSON `T`, anything else becomes

@@ -6,7 +6,8 @@
 //!   ([`RetryPolicy`]), stops on 204 and on 4xx but 408/429, checks the content type, follows
 //!   redirects. Events are parsed by [`rill_sse::Parser`].
 //! - [`Client`]: one rill server (base URL, bearer token, HTTP pool); [`TopicsClient`] publishes
-//!   and subscribes on it.
+//!   and subscribes on it; [`ChatsClient`] manages chats and streams answers as [`ChatEvent`]s,
+//!   resuming after dropped connections.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), rill_client::Error> {
@@ -26,12 +27,17 @@
 //! # }
 //! ```
 
+mod chats;
 mod client;
 mod error;
 mod event_source;
 mod policy;
 mod topics;
 
+pub use chats::{
+    Accepted, Bot, CHAT_READ_TIMEOUT, Chat, ChatEvent, ChatPage, ChatStream, ChatsClient, Message,
+    MessagePage, MessageStatus, Role, Usage,
+};
 pub use client::Client;
 pub use error::{ApiError, Error};
 pub use event_source::{EventStream, SseItem, SseRequest};
