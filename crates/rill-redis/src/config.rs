@@ -5,8 +5,8 @@ use std::time::Duration;
 /// Settings of a [`crate::RedisBroker`].
 ///
 /// Built by the binary from its own configuration; [`RedisBrokerConfig::new`] gives sensible
-/// defaults for everything but the URL.
-#[derive(Clone, Debug)]
+/// defaults for everything but the URL. Its `Debug` hides the URL's password.
+#[derive(Clone)]
 pub struct RedisBrokerConfig {
     /// `redis://[user:password@]host[:port][/db]` or `unix:///path/to/socket`. The password never
     /// reaches a log line or an error message.
@@ -49,6 +49,24 @@ impl RedisBrokerConfig {
             ping_interval: Duration::from_secs(5),
             sharded_pubsub: true,
         }
+    }
+}
+
+impl std::fmt::Debug for RedisBrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url =
+            url::Url::parse(&self.url).map_or_else(|_| "<invalid>".to_owned(), |u| redacted(&u));
+        f.debug_struct("RedisBrokerConfig")
+            .field("url", &url)
+            .field("key_prefix", &self.key_prefix)
+            .field("retention_count", &self.retention_count)
+            .field("retention_age", &self.retention_age)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .field("ping_interval", &self.ping_interval)
+            .field("sharded_pubsub", &self.sharded_pubsub)
+            .finish()
     }
 }
 
@@ -164,5 +182,7 @@ mod tests {
         let r = redacted(&u);
         assert!(!r.contains("s3cret"), "{r}");
         assert!(r.contains("user"));
+        let c = RedisBrokerConfig::new("redis://user:s3cret@h:6379/0");
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 }

@@ -102,7 +102,10 @@ impl RedisBroker {
         .map_err(|_| unreachable(format!("no answer within {:?}", config.connect_timeout)))?
         .map_err(|e| unreachable(e.to_string()))?;
 
-        let mode = if config.sharded_pubsub && server_major(&conn, &config).await? >= 7 {
+        let major = server_major(&conn, config.command_timeout)
+            .await
+            .map_err(unreachable)?;
+        let mode = if config.sharded_pubsub && major >= 7 {
             PubSubMode::Sharded
         } else {
             PubSubMode::Classic
@@ -185,25 +188,16 @@ impl RedisBroker {
     }
 }
 
-/// The server's major version, from `INFO server`.
-async fn server_major(
-    conn: &ConnectionManager,
-    config: &RedisBrokerConfig,
-) -> Result<u32, ConnectError> {
+/// The server's major version, from `INFO server` (0 when it does not say).
+async fn server_major(conn: &ConnectionManager, timeout: Duration) -> Result<u32, String> {
     let mut c = conn.clone();
     let info: String = tokio::time::timeout(
-        config.command_timeout,
+        timeout,
         redis::cmd("INFO").arg("server").query_async(&mut c),
     )
     .await
-    .map_err(|_| ConnectError::Unreachable {
-        url: String::new(),
-        reason: "INFO timed out".into(),
-    })?
-    .map_err(|e| ConnectError::Unreachable {
-        url: String::new(),
-        reason: e.to_string(),
-    })?;
+    .map_err(|_| format!("INFO did not answer within {timeout:?}"))?
+    .map_err(|e| e.to_string())?;
     Ok(info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))

@@ -135,7 +135,12 @@ async fn pubsub_connection_killed() {
     // topic's messages may flow again well before the last idle topic is re-subscribed.
     let idle = RecordingSink::new();
     for i in 0..300 {
-        atts.push(broker.attach(&topic(&format!("feed/idle/{i}")), idle.clone()).await.unwrap());
+        atts.push(
+            broker
+                .attach(&topic(&format!("feed/idle/{i}")), idle.clone())
+                .await
+                .unwrap(),
+        );
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publishing = {
