@@ -97,6 +97,20 @@ async fn publish_then_subscribe_live() {
         json!(3)
     );
 
+    // A percent-encoded slash names the same topic.
+    let response = server
+        .client
+        .post(server.url("/api/topics/orders%2F42/events"))
+        .json(&json!({ "data": 4 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        unwrap_envelope(&alone.next_event().await.unwrap()),
+        ("orders/42".to_owned(), json!(4))
+    );
+
     // Duplicate topics are merged: the id has one position.
     let mut dup = server.subscribe(&["d", "d"], None).await;
     let id = server.publish("d", None, json!(null)).await;
@@ -104,7 +118,7 @@ async fn publish_then_subscribe_live() {
 
     let metrics = server.metrics().await;
     assert!(
-        metrics.contains("rill_events_published_total 4\n"),
+        metrics.contains("rill_events_published_total 5\n"),
         "{metrics}"
     );
     assert!(metrics.contains("rill_open_streams 3\n"), "{metrics}");
