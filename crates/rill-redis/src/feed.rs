@@ -228,15 +228,18 @@ impl Feed {
         *lock(&self.epoch) = Some(epoch);
     }
 
-    /// Every sink covered by a confirmed subscription is told its feed was interrupted, and the
-    /// topic's messages flow again. The write lock excludes delivery for the topic meanwhile, so
-    /// every message delivered after this comes after `interrupted()`.
-    fn interrupt_live(&self) -> usize {
+    /// Every sink covered by a confirmed subscription is told its feed was interrupted; after a
+    /// reconnect (`resynced`), the topic's messages flow again. The write lock excludes delivery
+    /// for the topic meanwhile, so every message delivered after this comes after
+    /// `interrupted()`.
+    fn interrupt_live(&self, resynced: bool) -> usize {
         let topics: Vec<Arc<TopicSinks>> = read(&self.topics).values().cloned().collect();
         let mut n = 0;
         for t in topics {
             let sinks = write(&t.sinks);
-            t.resyncing.store(false, Ordering::Release);
+            if resynced {
+                t.resyncing.store(false, Ordering::Release);
+            }
             for s in sinks.iter() {
                 if s.live.load(Ordering::Acquire) {
                     s.sink.interrupted();
@@ -284,7 +287,7 @@ impl Feed {
         if epoch_changed {
             // The logs were lost under us: every local feed must re-read and reset.
             tracing::warn!("The Redis epoch changed (data lost); interrupting every live feed.");
-            self.interrupt_live();
+            self.interrupt_live(false);
         }
         let name = {
             let mut last = lock(&topic.last_name);
@@ -517,7 +520,7 @@ impl ControlTask {
                     continue;
                 }
                 self.feed.connected.store(true, Ordering::Release);
-                let n = self.feed.interrupt_live();
+                let n = self.feed.interrupt_live(true);
                 tracing::info!(
                     sinks = n,
                     "Reconnected to Redis Pub/Sub; live feeds re-synchronise."
