@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use rill_hub::HubStream;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::limits::StreamSlot;
 use crate::{AppState, Principal};
@@ -78,12 +78,13 @@ pub(crate) fn respond(
             deadline = Some((now + left, End::CredentialExpired));
         }
     }
+    let heartbeat = config.heartbeat.max(Duration::from_millis(1));
     let transport = Transport {
         chunks: Box::pin(chunks),
-        shutdown: state.shutdown.clone(),
-        heartbeat: config.heartbeat.max(Duration::from_millis(1)),
-        last_write: now,
-        deadline,
+        shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+        heartbeat,
+        beat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
+        deadline: deadline.map(|(at, why)| (Box::pin(tokio::time::sleep_until(at)), why)),
         retry_ms: config.retry.as_millis() as u64,
         started: false,
         done: false,
@@ -108,12 +109,15 @@ pub(crate) fn respond(
     response
 }
 
+// The shutdown wait and the timers are created once per stream and polled in place: a fresh
+// `cancelled()` per chunk would lock the token shared by every stream, twice per write.
 struct Transport {
     chunks: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
-    shutdown: CancellationToken,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     heartbeat: Duration,
-    last_write: Instant,
-    deadline: Option<(Instant, End)>,
+    /// Fires `heartbeat` after the last write; pushed back on every write.
+    beat: Pin<Box<Sleep>>,
+    deadline: Option<(Pin<Box<Sleep>>, End)>,
     retry_ms: u64,
     started: bool,
     done: bool,
@@ -134,30 +138,38 @@ impl Transport {
             out.push(b'\n');
             return Some(Bytes::from(out));
         }
-        let deadline = self.deadline;
-        let until_deadline = async move {
+        let Transport {
+            chunks,
+            shutdown,
+            beat,
+            deadline,
+            ..
+        } = self;
+        let until_deadline = async {
             match deadline {
-                Some((at, why)) => {
-                    tokio::time::sleep_until(at).await;
-                    why
+                Some((sleep, why)) => {
+                    sleep.as_mut().await;
+                    *why
                 }
                 None => std::future::pending().await,
             }
         };
-        let beat_at = self.last_write + self.heartbeat;
-        tokio::select! {
+        let (chunk, end) = tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Some(self.finish(End::Shutdown)),
-            why = until_deadline => Some(self.finish(why)),
-            chunk = self.chunks.next() => {
-                self.last_write = Instant::now();
-                chunk
-            }
-            () = tokio::time::sleep_until(beat_at) => {
-                self.last_write = Instant::now();
-                Some(Bytes::from_static(b": keep-alive\n\n"))
-            }
+            () = shutdown.as_mut() => (None, Some(End::Shutdown)),
+            why = until_deadline => (None, Some(why)),
+            chunk = chunks.next() => match chunk {
+                Some(chunk) => (Some(chunk), None),
+                None => return None,
+            },
+            () = beat.as_mut() => (Some(Bytes::from_static(b": keep-alive\n\n")), None),
+        };
+        if let Some(why) = end {
+            return Some(self.finish(why));
         }
+        let next_beat = Instant::now() + self.heartbeat;
+        self.beat.as_mut().reset(next_beat);
+        chunk
     }
 
     fn finish(&mut self, why: End) -> Bytes {
