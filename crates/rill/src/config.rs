@@ -112,7 +112,7 @@ pub(crate) struct EdgeArgs {
         value_name = "SECRET",
         hide_env_values = true
     )]
-    pub(crate) ticket_secret: Option<String>,
+    pub(crate) ticket_secret: Option<Secret>,
 
     /// How long a stream ticket may be used, e.g. `30s` [default: 30s].
     #[arg(long, env = "RILL_TICKET_TTL", value_name = "DURATION")]
@@ -137,6 +137,31 @@ pub(crate) struct EdgeArgs {
     pub(crate) tls_key: Option<PathBuf>,
 }
 
+/// A secret from a flag, the environment or the file. Its `Debug` never shows it, so no derived
+/// `Debug` of the arguments can put it in a log line.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(REDACTED)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
 /// The HS256 secret, shared by `rill serve` and `rill token`.
 #[derive(Debug, Args)]
 pub(crate) struct JwtArgs {
@@ -147,7 +172,7 @@ pub(crate) struct JwtArgs {
         value_name = "SECRET",
         hide_env_values = true
     )]
-    pub(crate) jwt_secret: Option<String>,
+    pub(crate) jwt_secret: Option<Secret>,
 }
 
 /// The TOML file. Unknown keys are an error, so a typo never silently does nothing.
@@ -158,10 +183,10 @@ pub(crate) struct FileConfig {
     pub(crate) shutdown_grace: Option<String>,
     pub(crate) log: Option<String>,
     pub(crate) auth: Option<String>,
-    pub(crate) jwt_secret: Option<String>,
+    pub(crate) jwt_secret: Option<Secret>,
     pub(crate) jwt_public_key: Option<PathBuf>,
     pub(crate) jwt_algorithm: Option<String>,
-    pub(crate) ticket_secret: Option<String>,
+    pub(crate) ticket_secret: Option<Secret>,
     pub(crate) ticket_ttl: Option<String>,
     pub(crate) cors_origins: Option<Vec<String>>,
     pub(crate) tls_cert: Option<PathBuf>,
@@ -404,8 +429,8 @@ pub(crate) struct Edge {
 
 impl JwtArgs {
     /// The HS256 secret from the flag/env, else from the file's `jwt_secret`.
-    pub(crate) fn secret(self, file: Option<String>) -> Option<String> {
-        pick(self.jwt_secret, file)
+    pub(crate) fn secret(self, file: Option<Secret>) -> Option<Secret> {
+        self.jwt_secret.or(file)
     }
 }
 
@@ -424,7 +449,7 @@ impl EdgeArgs {
                                 "`auth = jwt` with HS256 needs `jwt_secret` (flag --jwt-secret, env RILL_JWT_SECRET)"
                             );
                         };
-                        rill_server::JwtKey::hs256(secret.as_bytes())
+                        rill_server::JwtKey::hs256(secret.expose().as_bytes())
                             .context("invalid value for `jwt_secret`")?
                     }
                     alg @ ("RS256" | "ES256") => {
@@ -449,9 +474,9 @@ impl EdgeArgs {
                         "invalid value {algorithm:?} for `jwt_algorithm` (flag --jwt-algorithm, env RILL_JWT_ALGORITHM): expected HS256, RS256 or ES256"
                     ),
                 };
-                let ticket_secret = pick(self.ticket_secret, file.ticket_secret);
+                let ticket_secret = self.ticket_secret.or(file.ticket_secret);
                 if let Some(secret) = &ticket_secret {
-                    if secret.len() < rill_server::MIN_SECRET_LEN {
+                    if secret.expose().len() < rill_server::MIN_SECRET_LEN {
                         bail!(
                             "invalid value for `ticket_secret`: it must be at least {} bytes",
                             rill_server::MIN_SECRET_LEN
@@ -470,7 +495,11 @@ impl EdgeArgs {
                     })?,
                     None => Duration::from_secs(30),
                 };
-                rill_server::Auth::jwt(key, ticket_secret.as_deref().map(str::as_bytes), ticket_ttl)
+                rill_server::Auth::jwt(
+                    key,
+                    ticket_secret.as_ref().map(|s| s.expose().as_bytes()),
+                    ticket_ttl,
+                )
             }
             Some(other) => bail!(
                 "invalid value {other:?} for `auth` (flag --auth, env RILL_AUTH, or key `auth` in the TOML file): expected none or jwt"

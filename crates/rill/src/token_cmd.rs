@@ -52,8 +52,8 @@ pub(crate) fn main(args: TokenArgs) -> anyhow::Result<()> {
     let mut claims = rill_server::Claims::new(args.sub, ttl);
     claims.publish = args.publish;
     claims.subscribe = args.subscribe;
-    let token =
-        rill_server::mint_hs256(secret.as_bytes(), &claims).context("cannot mint the token")?;
+    let token = rill_server::mint_hs256(secret.expose().as_bytes(), &claims)
+        .context("cannot mint the token")?;
     println!("{token}");
     Ok(())
 }
