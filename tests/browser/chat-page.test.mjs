@@ -239,7 +239,7 @@ test("kill and restart the server: the page shows reconnecting, then live again"
     await rill.kill();
     await page.waitForSelector("#conn[data-state=reconnecting]", { timeout: 10_000 });
     rill = await startRill({ args: SLOW, port, dbPath });
-    await page.waitForSelector("#conn[data-state=live]", { timeout: 20_000 });
+    await page.waitForSelector("#conn[data-state=live]", { timeout: 30_000 });
     // The chat goes on against the new process.
     await page.fill("#composer-input", "after the restart");
     await page.keyboard.press("Enter");
@@ -394,8 +394,17 @@ test("screenshots: desktop and phone width, light and dark", async () => {
         await page.waitForSelector("#conn[data-state=live]");
         const file = path.join(SHOTS, `chat-${name}-${scheme}.png`);
         await page.screenshot({ path: file });
-        const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+        const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+        const bg = await background();
         assert.equal(bg === "rgb(21, 22, 26)", scheme === "dark", `${scheme} theme applied (${bg})`);
+        if (name === "desktop" && scheme === "light") {
+          // The toggle overrides the system theme, and the choice survives a reload.
+          await page.click("#theme-toggle");
+          assert.equal(await background(), "rgb(21, 22, 26)");
+          await page.reload();
+          await page.waitForSelector("#log article");
+          assert.equal(await background(), "rgb(21, 22, 26)");
+        }
         await context.close();
       }
     }
@@ -523,6 +532,17 @@ test("bot switcher: each bot has its own chats; an upstream failure shows on the
     await page.selectOption("#bot-select", "demo");
     await page.waitForSelector(`#chat-list [data-chat-id="${demoChat}"]`);
     assert.equal(await page.locator("#chat-list li").count(), 1);
+    await page.selectOption("#bot-select", "flaky");
+    await page.waitForSelector(`#chat-list [data-chat-id="${flakyChat}"][aria-current="page"]`);
+
+    // Delete the demo chat (two clicks): gone from the list and from the server.
+    await page.selectOption("#bot-select", "demo");
+    await page.waitForSelector(`#chat-list [data-chat-id="${demoChat}"][aria-current="page"]`);
+    await page.click("#chat-list .chat-delete");
+    await page.click('#chat-list .chat-delete[data-armed="1"]');
+    await page.waitForSelector("#empty:not([hidden])");
+    assert.equal(await page.locator("#chat-list li").count(), 0);
+    assert.equal((await api(rill.base, "GET", `/api/chats/${demoChat}`)).status, 404);
     await page.selectOption("#bot-select", "flaky");
     await page.waitForSelector(`#chat-list [data-chat-id="${flakyChat}"][aria-current="page"]`);
 

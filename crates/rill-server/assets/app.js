@@ -667,7 +667,8 @@ async function start() {
     const want = readHash();
     selectBot(want.bot);
     await loadChats();
-    await openChat(want.chat || app.chats[0]?.id || "");
+    // Someone quick may have sent a first message (and so opened its new chat) meanwhile.
+    if (!app.view) await openChat(want.chat || app.chats[0]?.id || "");
   } catch (e) {
     showNotice(describe(e));
     setConn("failed");

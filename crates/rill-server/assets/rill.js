@@ -187,7 +187,7 @@ export class ChatStream {
     if (this.closed) return;
     this.es = null;
     this.setState(offline() ? "offline" : this.opened ? "reconnecting" : "connecting");
-    const base = soon ? 100 : Math.min(8000, 500 * 2 ** Math.min(this.attempt, 4));
+    const base = soon ? 100 : Math.min(5000, 500 * 2 ** Math.min(this.attempt, 4));
     this.attempt += 1;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), base / 2 + Math.random() * base);
