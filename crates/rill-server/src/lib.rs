@@ -13,13 +13,13 @@ mod error;
 mod health;
 mod json;
 mod limits;
+mod listen;
 mod metrics;
 mod page;
 pub(crate) mod sse;
-mod topics;
-mod listen;
 mod tickets;
 mod tls;
+mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,12 +29,15 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{Auth, AuthConfigError, Claims, JwtKey, MIN_SECRET_LEN, Principal, mint_hs256, redacted_path_and_query};
+pub use auth::{
+    Auth, AuthConfigError, Claims, JwtKey, MIN_SECRET_LEN, Principal, mint_hs256,
+    redacted_path_and_query,
+};
 pub use cors::{CorsConfigError, Origin};
-pub use listen::serve_router;
-pub use tls::{TlsConfig, TlsConfigError};
 pub use error::ApiError;
 pub use limits::{StreamConfig, StreamLimiter, StreamSlot};
+pub use listen::serve_router;
+pub use tls::{TlsConfig, TlsConfigError};
 
 /// Server settings, validated by the binary before any port is bound.
 #[derive(Clone, Debug)]
@@ -112,14 +115,28 @@ impl AppState {
     /// The chat engine, or 503 when this server runs without one.
     pub(crate) fn chat(&self) -> Result<&rill_chat::ChatEngine, ApiError> {
         self.chat.as_ref().ok_or_else(|| {
-            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "chat_disabled", "this server has no chat engine")
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "chat_disabled",
+                "this server has no chat engine",
+            )
         })
     }
 
     /// A state over a given hub (e.g. one on the Redis broker).
-    pub fn with_hub(config: Arc<Config>, shutdown: CancellationToken, hub: Arc<rill_hub::Hub>) -> Self {
+    pub fn with_hub(
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+        hub: Arc<rill_hub::Hub>,
+    ) -> Self {
         let streams = StreamLimiter::new(&config.streams);
-        AppState { config, shutdown, hub, streams, chat: None }
+        AppState {
+            config,
+            shutdown,
+            hub,
+            streams,
+            chat: None,
+        }
     }
 }
 
@@ -141,16 +158,20 @@ pub fn app(state: AppState) -> Router {
 /// What wraps every route: the request trace (credentials redacted), `WWW-Authenticate` on 401s,
 /// and CORS outermost so that preflights are answered before anything else runs.
 pub fn edge_layers(router: Router, config: &Config) -> Router {
-    let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-        // Never the raw URI: `access_token` and `ticket` travel in the query string.
-        tracing::info_span!(
-            "request",
-            method = %request.method(),
-            uri = %auth::redacted_path_and_query(request.uri()),
-            version = ?request.version(),
-        )
-    });
-    let router = router.layer(axum::middleware::map_response(auth::www_authenticate)).layer(trace);
+    let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(
+        |request: &axum::http::Request<_>| {
+            // Never the raw URI: `access_token` and `ticket` travel in the query string.
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                uri = %auth::redacted_path_and_query(request.uri()),
+                version = ?request.version(),
+            )
+        },
+    );
+    let router = router
+        .layer(axum::middleware::map_response(auth::www_authenticate))
+        .layer(trace);
     cors::apply(router, &config.cors_origins)
 }
 

@@ -41,7 +41,10 @@ impl Server {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let joined = tokio::time::timeout(Duration::from_secs(20), self.task).await;
-        joined.expect("serve returned within the bound").expect("serve task").expect("serve ok");
+        joined
+            .expect("serve returned within the bound")
+            .expect("serve task")
+            .expect("serve ok");
     }
 }
 
@@ -62,17 +65,32 @@ pub async fn start_with(mut config: Config, extra: Router<AppState>) -> Server {
     let probes = rill_server::edge_layers(probes().merge(extra).with_state(state.clone()), &config);
     let router = rill_server::app(state.clone()).merge(probes);
     let tls = config.tls.clone();
-    let task = tokio::spawn(rill_server::serve_router(listener, router, shutdown.clone(), config.shutdown_grace, tls));
-    Server { addr, shutdown, task }
+    let task = tokio::spawn(rill_server::serve_router(
+        listener,
+        router,
+        shutdown.clone(),
+        config.shutdown_grace,
+        tls,
+    ));
+    Server {
+        addr,
+        shutdown,
+        task,
+    }
 }
 
 pub fn jwt_hs256() -> Config {
     let key = rill_server::JwtKey::hs256(SECRET.as_bytes()).expect("key");
-    Config { auth: rill_server::Auth::jwt(key, Some(TICKET_SECRET.as_bytes()), Duration::from_secs(30)), ..Config::default() }
+    Config {
+        auth: rill_server::Auth::jwt(key, Some(TICKET_SECRET.as_bytes()), Duration::from_secs(30)),
+        ..Config::default()
+    }
 }
 
 fn probes() -> Router<AppState> {
-    Router::new().route("/probe/sub", get(probe_sub)).route("/probe/pub/{*topic}", post(probe_pub))
+    Router::new()
+        .route("/probe/sub", get(probe_sub))
+        .route("/probe/pub/{*topic}", post(probe_pub))
 }
 
 #[derive(Deserialize)]
@@ -81,20 +99,31 @@ struct SubQuery {
 }
 
 fn report(principal: &Principal) -> Json<Value> {
-    let expires_at = principal.expires_at.map(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    let expires_at = principal
+        .expires_at
+        .map(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
     Json(json!({ "user": &*principal.user, "expires_at": expires_at }))
 }
 
 /// What a subscribe handler does: authenticate, then check the topic.
-async fn probe_sub(principal: Principal, Query(query): Query<SubQuery>) -> Result<Json<Value>, ApiError> {
-    let topic = Topic::new(&query.topic).map_err(|e| ApiError::bad_request("invalid_topic", e.to_string()))?;
+async fn probe_sub(
+    principal: Principal,
+    Query(query): Query<SubQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let topic = Topic::new(&query.topic)
+        .map_err(|e| ApiError::bad_request("invalid_topic", e.to_string()))?;
     principal.check_subscribe(&topic)?;
     Ok(report(&principal))
 }
 
 /// What a publish handler does.
-async fn probe_pub(principal: Principal, Path(topic): Path<String>, State(_): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let topic = Topic::new(&topic).map_err(|e| ApiError::bad_request("invalid_topic", e.to_string()))?;
+async fn probe_pub(
+    principal: Principal,
+    Path(topic): Path<String>,
+    State(_): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let topic =
+        Topic::new(&topic).map_err(|e| ApiError::bad_request("invalid_topic", e.to_string()))?;
     principal.check_publish(&topic)?;
     Ok(report(&principal))
 }
@@ -108,12 +137,18 @@ pub fn token(secret: &str, sub: &str, publish: &[&str], subscribe: &[&str]) -> S
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
 }
 
 /// The JSON error code of a response, asserting the status first.
 pub async fn error_code(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status().as_u16(), status, "status");
     let body: Value = response.json().await.expect("JSON error body");
-    body["error"]["code"].as_str().expect("error.code").to_owned()
+    body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned()
 }
