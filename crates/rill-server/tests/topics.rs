@@ -707,3 +707,96 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let mut sub = server.subscribe(&["t"], Some("%%%")).await;
     assert_eq!(sub.next_event().await.unwrap().event, "reset");
 }
+
+/// A broker whose backend is down (as Redis can be). The trait is `async_trait`-shaped; it is
+/// implemented by hand here so the tests need no macro crate.
+struct DownBroker;
+
+type Answer<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, rill_core::BrokerError>> + Send + 'a>,
+>;
+
+fn down<'a, T: 'a>() -> Answer<'a, T> {
+    Box::pin(async {
+        Err(rill_core::BrokerError::Unavailable(
+            "connection refused".into(),
+        ))
+    })
+}
+
+impl rill_core::Broker for DownBroker {
+    fn epoch<'a, 'c>(&'a self) -> Answer<'c, rill_core::Epoch>
+    where
+        'a: 'c,
+    {
+        down()
+    }
+    fn publish<'a, 'b, 'c>(
+        &'a self,
+        _: &'b Topic,
+        _: rill_core::NewEvent,
+    ) -> Answer<'c, rill_core::Published>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        down()
+    }
+    fn read<'a, 'b, 'c>(&'a self, _: &'b Topic, _: u64, _: usize) -> Answer<'c, rill_core::LogRead>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        down()
+    }
+    fn attach<'a, 'b, 'c>(
+        &'a self,
+        _: &'b Topic,
+        _: std::sync::Arc<dyn rill_core::Sink>,
+    ) -> Answer<'c, rill_core::Attachment>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        down()
+    }
+}
+
+#[tokio::test]
+async fn a_broker_outage_is_a_clear_503_and_not_ready() {
+    let server = TestServer::with_state(Config::default(), |config, shutdown| {
+        let hub = rill_hub::Hub::new(std::sync::Arc::new(DownBroker), config.streams.hub);
+        rill_server::AppState::with_hub(config, shutdown, std::sync::Arc::new(hub))
+    })
+    .await;
+    let ready = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let publish = server
+        .client
+        .post(server.url("/api/topics/t/events"))
+        .json(&json!({ "data": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(publish.status(), 503);
+    let body: Value = publish.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "broker_unavailable");
+    assert!(
+        !body.to_string().contains("refused"),
+        "internal details stay in the log: {body}"
+    );
+    let subscribe = server
+        .client
+        .get(server.url("/api/events?topic=t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subscribe.status(), 503);
+    // The refused stream gave its slot back.
+    assert_eq!(server.state.streams.open_streams(), 0);
+}
