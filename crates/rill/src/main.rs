@@ -1,5 +1,6 @@
 //! The `rill` command line: parse arguments, set up logging, hand off to a subcommand.
 
+mod bench_cmd;
 mod chat_cmd;
 mod chat_config;
 mod config;
@@ -35,6 +36,8 @@ enum Command {
     Sub(Box<sub_cmd::SubArgs>),
     /// Publish one event to a topic and print its id.
     Pub(pub_cmd::PubArgs),
+    /// Load and latency scenarios against a running server: connections, fanout, chat.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat_cmd::main(*args),
         Command::Sub(args) => sub_cmd::main(*args),
         Command::Pub(args) => pub_cmd::main(args),
+        Command::Bench(args) => bench_cmd::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
