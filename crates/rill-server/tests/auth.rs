@@ -481,3 +481,88 @@ async fn streams_close_when_the_credential_expires() {
     }
     server.stop().await;
 }
+
+/// The matrix above runs on probe routes; this checks the topics API itself enforces it.
+#[tokio::test]
+async fn topics_api_enforces_tokens_and_tickets() {
+    let server = start(jwt_hs256()).await;
+    let http = client();
+    let writer = token(SECRET, "writer", &["news/*"], &[]);
+    let reader = token(SECRET, "reader", &[], &["news/*"]);
+    let publish = |token: Option<&str>, topic: &str| {
+        let mut request = http
+            .post(server.url(&format!("/api/topics/{topic}/events")))
+            .json(&json!({ "data": { "topic": topic } }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(
+        error_code(publish(None, "news/1").await.unwrap(), 401).await,
+        "unauthorized"
+    );
+    assert_eq!(
+        error_code(publish(Some(&reader), "news/1").await.unwrap(), 403).await,
+        "forbidden"
+    );
+    assert_eq!(
+        error_code(publish(Some(&writer), "sports/1").await.unwrap(), 403).await,
+        "forbidden"
+    );
+    let response = http
+        .get(server.url("/api/events?topic=news/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response, 401).await, "unauthorized");
+    let response = http
+        .get(server.url("/api/events?topic=news/1&topic=sports"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response, 403).await, "forbidden");
+
+    // A ticket opens the stream, which then carries what the writer publishes.
+    let t: Value = ticket(&http, &server, &reader, &["news/1"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let t = t["ticket"].as_str().unwrap().to_owned();
+    let mut stream = http
+        .get(server.url(&format!("/api/events?topic=news/1&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        publish(Some(&writer), "news/1").await.unwrap().status(),
+        201
+    );
+    let mut parser = rill_sse::Parser::new();
+    let mut data = None;
+    while data.is_none() {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        parser.feed(&chunk, |item| {
+            if let rill_sse::Item::Event(e) = item {
+                data = Some(e.data.to_string());
+            }
+        });
+    }
+    let envelope: Value = serde_json::from_str(&data.unwrap()).unwrap();
+    assert_eq!(envelope["data"], json!({ "topic": "news/1" }));
+    let response = http
+        .get(server.url(&format!("/api/events?topic=news/1&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response, 401).await, "ticket_used");
+    drop(stream);
+    server.stop().await;
+}
