@@ -411,16 +411,22 @@ impl ChatEngine {
                 }));
             }
         }
-        let Some(mut message) = self.streaming_message(chat_id).await? else {
+        let Some(message) = self.streaming_message(chat_id).await? else {
             return Ok(None);
         };
+        Ok(Some(self.rebuild(message).await?))
+    }
+
+    /// A message running (or having run) elsewhere: its checkpointed text plus the deltas the
+    /// broker logged after the checkpoint, and the offset of the last one.
+    async fn rebuild(&self, mut message: Message) -> Result<Snapshot, ChatError> {
         let mut offset = self
             .inner
             .store
             .checkpoint_offset(&message.id)
             .await?
             .unwrap_or(0);
-        let topic = Topic::for_chat(chat_id);
+        let topic = Topic::for_chat(&message.chat_id);
         // Bounded: a checkpoint is at most `checkpoint_interval` old, so few deltas follow it.
         for _ in 0..64 {
             let read = self.inner.broker.read(&topic, offset, 1024).await?;
@@ -443,11 +449,12 @@ impl ChatEngine {
             }
             offset = last;
         }
-        Ok(Some(Snapshot { message, offset }))
+        Ok(Snapshot { message, offset })
     }
 
-    /// Marks generations nobody runs anymore as `interrupted`, keeping their checkpointed text,
-    /// and tells their chats. With `all`, every `streaming` message (start-up of a single
+    /// Marks generations nobody runs anymore as `interrupted`, keeping the text they published
+    /// (the checkpoint plus the deltas still in the broker's log), and tells their chats. With
+    /// `all`, every `streaming` message (start-up of a single
     /// instance: nothing can be running); otherwise those whose lease expired.
     pub async fn recover(&self, all: bool) -> Result<usize, ChatError> {
         let owner = (!all).then_some(self.inner.settings.instance_id.as_str());
@@ -457,9 +464,20 @@ impl ChatEngine {
             if self.is_running(&message.chat_id) {
                 continue;
             }
+            // Clients saw every delta the dead owner published, also those after its last
+            // checkpoint: store that text (still in the broker's log) rather than the shorter
+            // checkpoint, so the stored answer equals the streamed one. The checkpoint alone
+            // when the log cannot be read (the in-process broker after a restart has no log).
+            let content = match self.rebuild(message.clone()).await {
+                Ok(rebuilt) => rebuilt.message.content,
+                Err(error) => {
+                    tracing::warn!(%error, message_id = %message.id, "cannot read the logged deltas; keeping the checkpoint");
+                    message.content.clone()
+                }
+            };
             let outcome = Outcome {
                 status: MessageStatus::Interrupted,
-                content: message.content.clone(),
+                content,
                 finish_reason: Some("interrupted".to_owned()),
                 usage: None,
                 error: None,

@@ -1,0 +1,933 @@
+//! Scale-out with the real binary: several `rill serve` processes on one Redis (the broker) and
+//! one PostgreSQL schema (the store). Resume lands on another instance on every reconnect, a
+//! chat is followed across instances, an instance is killed mid-answer, stop travels between
+//! instances, Redis loses its data or goes away, and bad backends fail start-up fast.
+//!
+//! Each test has its own Redis key prefix and its own PostgreSQL schema (dropped at the end,
+//! also when the test panics). `RILL_TEST_REDIS` / `RILL_TEST_POSTGRES` name the servers;
+//! `RILL_TEST_SKIP_REDIS` / `RILL_TEST_SKIP_POSTGRES` skip, loudly. Set `RILL_TEST_SERVE_LOGS=1`
+//! to see the instances' logs.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rill_sse::{Item, OwnedEvent, Parser};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+const RILL: &str = env!("CARGO_BIN_EXE_rill");
+
+/// Generous bound for anything a test waits for: no timing is asserted beyond "it happened".
+const WITHIN: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Backends: one key prefix and one schema per test.
+
+fn redis_url() -> String {
+    std::env::var("RILL_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn postgres_url() -> String {
+    std::env::var("RILL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// True (after saying so loudly) when the test must be skipped for want of a backend.
+fn skip(needs_postgres: bool) -> bool {
+    if std::env::var_os("RILL_TEST_SKIP_REDIS").is_some() {
+        eprintln!("!!! RILL_TEST_SKIP_REDIS is set: SKIPPING a scale-out test !!!");
+        return true;
+    }
+    if needs_postgres && std::env::var_os("RILL_TEST_SKIP_POSTGRES").is_some() {
+        eprintln!("!!! RILL_TEST_SKIP_POSTGRES is set: SKIPPING a scale-out test !!!");
+        return true;
+    }
+    false
+}
+
+/// What the instances of one test share.
+#[derive(Clone, Debug)]
+struct Backends {
+    redis: String,
+    /// Key prefix of this test in Redis.
+    prefix: String,
+    /// The store URL: the test database with this test's schema first on the search path.
+    database: String,
+}
+
+/// Runs `test` with a fresh key prefix and a fresh PostgreSQL schema, both removed afterwards
+/// even when the test panics.
+async fn with_backends<F, Fut>(test: F)
+where
+    F: FnOnce(Backends) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if skip(true) {
+        return;
+    }
+    let base = postgres_url();
+    let tag = format!("{:016x}", fastrand::u64(..));
+    let schema = format!("rill_so_{tag}");
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "PostgreSQL at RILL_TEST_POSTGRES is unreachable ({e}); start it or set \
+             RILL_TEST_SKIP_POSTGRES=1"
+        ),
+    };
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create the test schema");
+    // sqlx passes `options` to the server at connection start-up, so every pooled connection of
+    // every instance works in this schema (tables and sqlx's migration table land there).
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let backends = Backends {
+        redis: redis_url(),
+        prefix: format!("rill-so-{tag}:"),
+        database: format!("{base}{separator}options=-c%20search_path%3D{schema}"),
+    };
+    let prefix = backends.prefix.clone();
+    let outcome = AssertUnwindSafe(test(backends)).catch_unwind().await;
+    if let Err(e) = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+    {
+        eprintln!("dropping schema {schema}: {e}");
+    }
+    delete_prefix(&redis_url(), &prefix).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Deletes this prefix's keys, and only those: what `FLUSHDB` does to this deployment's data
+/// without touching the other tests sharing the Redis.
+async fn delete_prefix(redis: &str, prefix: &str) {
+    let client = redis::Client::open(redis).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test Redis");
+    let mut cursor: u64 = 0;
+    // Bounded: SCAN visits every key once per full pass; 10 000 rounds is far beyond any test.
+    for _ in 0..10_000 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("SCAN");
+        if !keys.is_empty() {
+            let () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL");
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instances.
+
+/// A free port on 127.0.0.1 (bound, then released for the server to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One `rill serve` process.
+struct Instance {
+    child: Child,
+    base: String,
+}
+
+/// The flags of an instance on `backends` named `name`, then `extra`.
+fn serve_command(backends: &Backends, name: &str, port: u16, tokens_per_second: &str) -> Command {
+    let mut command = Command::new(RILL);
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--broker", &backends.redis])
+        .args(["--redis-key-prefix", &backends.prefix])
+        .args(["--database", &backends.database])
+        .args(["--instance-id", name])
+        .args([
+            "--lease-ttl",
+            "2s",
+            "--checkpoint-interval",
+            "100ms",
+            "--demo-first-token-delay",
+            "0ms",
+            "--demo-tokens-per-second",
+            tokens_per_second,
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("RILL_CONFIG");
+    command
+}
+
+async fn launch(mut command: Command, port: u16) -> Instance {
+    let logs = std::env::var_os("RILL_TEST_SERVE_LOGS").is_some();
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(if logs {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn rill serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    // Up means ready: the broker answers (the listener is bound before the backends connect).
+    for _ in 0..400 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                return Instance { child, base };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rill serve did not become ready on port {port}");
+}
+
+/// Starts one instance per name, all at once (migrations serialise on PostgreSQL's lock).
+async fn start_all(backends: &Backends, names: &[&str], tokens_per_second: &str) -> Vec<Instance> {
+    futures::future::join_all(names.iter().map(|name| {
+        let port = free_port();
+        launch(serve_command(backends, name, port, tokens_per_second), port)
+    }))
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP and SSE helpers.
+
+/// An open SSE response and its parser.
+struct Sse {
+    response: reqwest::Response,
+    parser: Parser,
+    pending: VecDeque<OwnedEvent>,
+}
+
+impl Sse {
+    async fn open(client: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> Sse {
+        let mut request = client.get(url).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("open the stream");
+        assert_eq!(response.status(), 200, "stream {url}");
+        Sse {
+            response,
+            parser: Parser::new(),
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The next event; `None` when the server ended the stream. Panics after `deadline`.
+    async fn next(&mut self, deadline: Instant) -> Option<OwnedEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("an event in time");
+            match chunk {
+                Ok(Some(bytes)) => {
+                    let pending = &mut self.pending;
+                    self.parser.feed(&bytes, |item| {
+                        if let Item::Event(e) = item {
+                            pending.push_back(OwnedEvent::from(e));
+                        }
+                    });
+                }
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+fn data(event: &OwnedEvent) -> Value {
+    serde_json::from_str(&event.data).expect("JSON data")
+}
+
+/// Publishes `{"n": n}` as event `tick` and returns the event's id.
+async fn publish(client: &reqwest::Client, base: &str, topic: &str, n: u64) -> String {
+    let response = client
+        .post(format!("{base}/api/topics/{topic}/events"))
+        .json(&json!({ "event": "tick", "data": { "n": n } }))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), 201, "publish {n} to {topic} on {base}");
+    let body: Value = response.json().await.expect("json");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+async fn post_json(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let response = client.post(url).json(&body).send().await.expect("post");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn create_chat(client: &reqwest::Client, base: &str) -> String {
+    let (status, chat) =
+        post_json(client, &format!("{base}/api/chats"), json!({"bot": "demo"})).await;
+    assert_eq!(status, 201, "{chat}");
+    chat["id"].as_str().expect("chat id").to_owned()
+}
+
+/// Sends a message (the 202 style) and returns the assistant message's id.
+async fn send(client: &reqwest::Client, base: &str, chat: &str, content: &str) -> String {
+    let (status, sent) = post_json(
+        client,
+        &format!("{base}/api/chats/{chat}/messages"),
+        json!({ "content": content }),
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+    sent["assistant_message"]["id"]
+        .as_str()
+        .expect("assistant id")
+        .to_owned()
+}
+
+async fn stored(client: &reqwest::Client, base: &str, chat: &str, id: &str) -> Value {
+    let page: Value = client
+        .get(format!("{base}/api/chats/{chat}/messages?limit=100"))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|m| m["id"] == id)
+        .cloned()
+        .expect("the message is stored")
+}
+
+/// What a client of a chat stream knows about one answer.
+#[derive(Debug, Default)]
+struct Answer {
+    text: String,
+    deltas: usize,
+    last_id: String,
+    /// `status` of the answer's `message.completed`, once seen.
+    completed: Option<String>,
+}
+
+impl Answer {
+    /// Applies one chat event to the answer `id`.
+    fn apply(&mut self, event: &OwnedEvent, id: &str) {
+        self.last_id.clone_from(&event.id);
+        let d = data(event);
+        match event.event.as_str() {
+            "message.delta" if d["message_id"] == id => {
+                assert!(self.completed.is_none(), "a delta after the completion");
+                self.text.push_str(d["text"].as_str().expect("text"));
+                self.deltas += 1;
+            }
+            "snapshot" if d["id"] == id => {
+                d["content"]
+                    .as_str()
+                    .expect("content")
+                    .clone_into(&mut self.text);
+            }
+            "message.completed" if d["message_id"] == id => {
+                self.completed = Some(d["status"].as_str().expect("status").to_owned());
+            }
+            "reset" => panic!("unexpected reset on a chat stream: {d}"),
+            _ => {}
+        }
+    }
+
+    /// Reads `sse` until `until` holds for the answer; panics if the stream ends first.
+    async fn follow(
+        &mut self,
+        sse: &mut Sse,
+        id: &str,
+        deadline: Instant,
+        until: impl Fn(&Self) -> bool,
+    ) {
+        while !until(self) {
+            let event = sse
+                .next(deadline)
+                .await
+                .expect("the chat stream stays open");
+            self.apply(&event, id);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topics: exact resume, every reconnect on another instance.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_is_exact_when_every_reconnect_lands_on_another_instance() {
+    with_backends(|backends| async move {
+        let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
+        let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+        let client = reqwest::Client::new();
+        const N: u64 = 300;
+
+        // The first event's id (from the publish answer) is where the subscriber starts, so
+        // everything after it must arrive, wherever it was published.
+        let mut last = publish(&client, &bases[0], "ticks", 0).await;
+        let publisher = {
+            let (client, bases) = (client.clone(), bases.clone());
+            tokio::spawn(async move {
+                for n in 1..=N {
+                    publish(&client, &bases[n as usize % 3], "ticks", n).await;
+                }
+            })
+        };
+        let deadline = Instant::now() + WITHIN;
+        let mut seen = Vec::new();
+        let mut reconnects = 0;
+        while (seen.len() as u64) < N {
+            assert!(reconnects < 1000, "bounded");
+            let base = &bases[reconnects % 3];
+            reconnects += 1;
+            let mut sse = Sse::open(
+                &client,
+                &format!("{base}/api/events?topic=ticks"),
+                Some(&last),
+            )
+            .await;
+            // Cut after a random number of events: whatever was already received but not yet
+            // handed over is lost with the connection, as for a real client.
+            for _ in 0..fastrand::usize(1..40) {
+                let event = sse.next(deadline).await.expect("the stream stays open");
+                assert_eq!(event.event, "tick", "{event:?}");
+                let d = data(&event);
+                assert_eq!(d["topic"], "ticks");
+                seen.push(d["data"]["n"].as_u64().expect("n"));
+                last = event.id;
+                if seen.len() as u64 == N {
+                    break;
+                }
+            }
+        }
+        publisher.await.expect("publisher");
+        assert!(reconnects > 3, "the subscriber hopped between instances");
+        assert_eq!(
+            seen,
+            (1..=N).collect::<Vec<_>>(),
+            "every event once, in order"
+        );
+        drop(nodes);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_is_exact_across_three_topics_on_one_connection_and_three_instances() {
+    with_backends(|backends| async move {
+        let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
+        let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+        let client = reqwest::Client::new();
+        const TOPICS: [&str; 3] = ["orders", "prices/eu", "news:1"];
+        const PER_TOPIC: u64 = 100;
+        let query = "topic=orders&topic=prices/eu&topic=news:1";
+
+        // A stream answers once it is attached: events published from now on are its own.
+        let mut sse =
+            Some(Sse::open(&client, &format!("{}/api/events?{query}", bases[0]), None).await);
+        let publisher = {
+            let (client, bases) = (client.clone(), bases.clone());
+            tokio::spawn(async move {
+                for n in 0..PER_TOPIC {
+                    for (t, topic) in TOPICS.iter().enumerate() {
+                        publish(&client, &bases[(n as usize + t) % 3], topic, n).await;
+                    }
+                }
+            })
+        };
+        let deadline = Instant::now() + WITHIN;
+        let mut seen: [Vec<u64>; 3] = Default::default();
+        let total = |seen: &[Vec<u64>; 3]| seen.iter().map(Vec::len).sum::<usize>() as u64;
+        let mut last = String::new();
+        let mut reconnects = 0;
+        while total(&seen) < PER_TOPIC * 3 {
+            assert!(reconnects < 1000, "bounded");
+            let mut stream = match sse.take() {
+                Some(s) => s,
+                None => {
+                    let base = &bases[reconnects % 3];
+                    Sse::open(&client, &format!("{base}/api/events?{query}"), Some(&last)).await
+                }
+            };
+            reconnects += 1;
+            for _ in 0..fastrand::usize(1..40) {
+                let event = stream.next(deadline).await.expect("the stream stays open");
+                assert_eq!(event.event, "tick", "{event:?}");
+                let d = data(&event);
+                let t = TOPICS
+                    .iter()
+                    .position(|t| d["topic"] == *t)
+                    .expect("one of the topics");
+                seen[t].push(d["data"]["n"].as_u64().expect("n"));
+                last = event.id;
+                if total(&seen) == PER_TOPIC * 3 {
+                    break;
+                }
+            }
+        }
+        publisher.await.expect("publisher");
+        for (t, topic) in TOPICS.iter().enumerate() {
+            assert_eq!(
+                seen[t],
+                (0..PER_TOPIC).collect::<Vec<_>>(),
+                "topic {topic}: once each, in order"
+            );
+        }
+        drop(nodes);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chats across instances.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_answer_followed_on_b_then_moved_to_c_ends_with_the_stored_text() {
+    with_backends(|backends| async move {
+        let nodes = start_all(&backends, &["a", "b", "c"], "100").await;
+        let (a, b, c) = (&nodes[0].base, &nodes[1].base, &nodes[2].base);
+        let client = reqwest::Client::new();
+        let chat = create_chat(&client, a).await;
+        let events = |base: &str| format!("{base}/api/chats/{chat}/events");
+        let deadline = Instant::now() + WITHIN;
+
+        let mut on_b = Sse::open(&client, &events(b), None).await;
+        let id = send(&client, a, &chat, "follow me across instances").await;
+        let mut answer = Answer::default();
+        answer
+            .follow(&mut on_b, &id, deadline, |a| a.deltas >= 10)
+            .await;
+        drop(on_b);
+
+        // Moved: the same client resumes on C with its last id.
+        let mut on_c = Sse::open(&client, &events(c), Some(&answer.last_id)).await;
+        // And a newcomer on C without an id gets the answer so far as a snapshot, rebuilt on C
+        // from A's checkpoint and the logged deltas.
+        let mut newcomer = Sse::open(&client, &events(c), None).await;
+        answer
+            .follow(&mut on_c, &id, deadline, |a| a.completed.is_some())
+            .await;
+        let mut late = Answer::default();
+        late.follow(&mut newcomer, &id, deadline, |a| a.completed.is_some())
+            .await;
+
+        let message = stored(&client, b, &chat, &id).await;
+        assert_eq!(answer.completed.as_deref(), Some("complete"));
+        assert_eq!(message["status"], "complete");
+        assert!(answer.text.len() > 100, "a whole answer: {:?}", answer.text);
+        assert_eq!(
+            message["content"].as_str(),
+            Some(answer.text.as_str()),
+            "moved client"
+        );
+        assert_eq!(late.text, answer.text, "newcomer");
+        drop(nodes);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_mid_answer_is_declared_interrupted_by_another() {
+    with_backends(|backends| async move {
+        let mut nodes = start_all(&backends, &["a", "b"], "50").await;
+        let (a, b) = (nodes[0].base.clone(), nodes[1].base.clone());
+        let client = reqwest::Client::new();
+        let chat = create_chat(&client, &a).await;
+        let deadline = Instant::now() + WITHIN;
+
+        let mut on_b = Sse::open(&client, &format!("{b}/api/chats/{chat}/events"), None).await;
+        let id = send(&client, &a, &chat, "an answer that will not finish").await;
+        let mut answer = Answer::default();
+        let mut checkpointed = String::new();
+        for _ in 0..300 {
+            answer
+                .follow(&mut on_b, &id, deadline, |a| a.deltas >= 5)
+                .await;
+            let message = stored(&client, &b, &chat, &id).await;
+            assert_eq!(message["status"], "streaming", "still running when killed");
+            message["content"]
+                .as_str()
+                .expect("content")
+                .clone_into(&mut checkpointed);
+            if !checkpointed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!checkpointed.is_empty(), "A checkpointed some text");
+
+        nodes[0].child.start_kill().expect("SIGKILL");
+        nodes[0].child.wait().await.expect("reaped");
+
+        // B's reaper finds the expired lease (documented bound: 1.5 x lease_ttl plus a store
+        // round trip; asserted only as "within 30 s") and tells every client.
+        answer
+            .follow(&mut on_b, &id, deadline, |a| a.completed.is_some())
+            .await;
+        assert_eq!(answer.completed.as_deref(), Some("interrupted"));
+        let message = stored(&client, &b, &chat, &id).await;
+        assert_eq!(message["status"], "interrupted");
+        assert_eq!(message["finish_reason"], "interrupted");
+        let kept = message["content"].as_str().expect("content");
+        assert!(
+            kept.starts_with(&checkpointed),
+            "the checkpoint is kept: {kept:?} vs {checkpointed:?}"
+        );
+        assert_eq!(kept, answer.text, "the stored text is what the clients saw");
+
+        // The chat goes on, on B.
+        let next = send(&client, &b, &chat, "again").await;
+        let mut on_b = Sse::open(&client, &format!("{b}/api/chats/{chat}/events"), None).await;
+        let mut again = Answer::default();
+        again
+            .follow(&mut on_b, &next, deadline, |a| a.deltas >= 1)
+            .await;
+        let (status, _) =
+            post_json(&client, &format!("{b}/api/chats/{chat}/stop"), json!({})).await;
+        assert_eq!(status, 200);
+        drop(nodes);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sent_to_b_cancels_the_generation_running_on_a() {
+    with_backends(|backends| async move {
+        let nodes = start_all(&backends, &["a", "b"], "50").await;
+        let (a, b) = (&nodes[0].base, &nodes[1].base);
+        let client = reqwest::Client::new();
+        let chat = create_chat(&client, a).await;
+        let deadline = Instant::now() + WITHIN;
+
+        let mut on_a = Sse::open(&client, &format!("{a}/api/chats/{chat}/events"), None).await;
+        let id = send(&client, a, &chat, "stop me from elsewhere").await;
+        let mut answer = Answer::default();
+        answer
+            .follow(&mut on_a, &id, deadline, |a| a.deltas >= 5)
+            .await;
+
+        let (status, body) =
+            post_json(&client, &format!("{b}/api/chats/{chat}/stop"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["message"]["id"], id.as_str());
+        assert_eq!(body["message"]["status"], "stopped");
+
+        answer
+            .follow(&mut on_a, &id, deadline, |a| a.completed.is_some())
+            .await;
+        assert_eq!(answer.completed.as_deref(), Some("stopped"));
+        // A stopped streaming: nothing more for this answer (a delta would panic in `apply`).
+        let quiet = Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(event)) = tokio::time::timeout_at(quiet, on_a.next(deadline)).await {
+            answer.apply(&event, &id);
+        }
+        let message = stored(&client, b, &chat, &id).await;
+        assert_eq!(message["status"], "stopped");
+        assert_eq!(message["content"].as_str(), Some(answer.text.as_str()));
+        let (status, body) =
+            post_json(&client, &format!("{b}/api/chats/{chat}/stop"), json!({})).await;
+        assert_eq!(status, 409, "nothing runs anymore: {body}");
+        assert_eq!(body["error"]["code"], "not_generating");
+        drop(nodes);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis losing its data, or going away.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_data_lost_gives_connected_and_resuming_subscribers_a_reset() {
+    with_backends(|backends| async move {
+        let nodes = start_all(&backends, &["a", "b"], "50").await;
+        let (a, b) = (&nodes[0].base, &nodes[1].base);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + WITHIN;
+
+        let mut sub = Sse::open(&client, &format!("{b}/api/events?topic=news"), None).await;
+        for n in 0..3 {
+            publish(&client, a, "news", n).await;
+        }
+        let mut old_id = String::new();
+        for n in 0..3 {
+            let event = sub.next(deadline).await.expect("open");
+            assert_eq!(data(&event)["data"]["n"], n);
+            old_id = event.id;
+        }
+
+        delete_prefix(&backends.redis, &backends.prefix).await;
+
+        // Publishing works at once on the new epoch, and the connected subscriber learns that
+        // the logs were lost.
+        publish(&client, a, "news", 3).await;
+        let event = sub.next(deadline).await.expect("open");
+        assert_eq!(event.event, "reset", "{event:?}");
+        assert_eq!(data(&event)["topic"], "news");
+        assert_eq!(data(&event)["reason"], "epoch_changed");
+        let mut after_reset = Vec::new();
+        publish(&client, b, "news", 4).await;
+        while after_reset.last() != Some(&4) {
+            let event = sub.next(deadline).await.expect("open");
+            assert_eq!(event.event, "tick", "{event:?}");
+            after_reset.push(data(&event)["data"]["n"].as_u64().expect("n"));
+        }
+        assert!(
+            after_reset == [3, 4] || after_reset == [4],
+            "live again after the reset: {after_reset:?}"
+        );
+
+        // A client resuming with an id from before the loss, on another instance, resets too.
+        let mut late = Sse::open(
+            &client,
+            &format!("{a}/api/events?topic=news"),
+            Some(&old_id),
+        )
+        .await;
+        let event = late.next(deadline).await.expect("open");
+        assert_eq!(event.event, "reset", "{event:?}");
+        assert_eq!(data(&event)["reason"], "epoch_changed");
+        publish(&client, b, "news", 5).await;
+        let event = late.next(deadline).await.expect("open");
+        assert_eq!(data(&event)["data"]["n"], 5);
+        drop(nodes);
+    })
+    .await;
+}
+
+/// A private `redis-server` on `port`, without persistence, so a restart loses everything.
+async fn private_redis(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is installed");
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+    for _ in 0..200 {
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+            if pong.is_ok() {
+                return child;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_gives_503_while_down_then_reset_and_live_publishing() {
+    if skip(false) {
+        return;
+    }
+    let redis_port = free_port();
+    let mut redis = private_redis(redis_port).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backends = Backends {
+        redis: format!("redis://127.0.0.1:{redis_port}"),
+        prefix: "rill:".to_owned(),
+        database: format!("sqlite://{}?mode=rwc", dir.path().join("rill.db").display()),
+    };
+    let port = free_port();
+    let node = launch(serve_command(&backends, "a", port, "50"), port).await;
+    let base = &node.base;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let streams = reqwest::Client::new();
+    let deadline = Instant::now() + WITHIN;
+
+    let mut sub = Sse::open(&streams, &format!("{base}/api/events?topic=news"), None).await;
+    publish(&client, base, "news", 0).await;
+    let first = sub.next(deadline).await.expect("open");
+    assert_eq!(data(&first)["data"]["n"], 0);
+    let last = first.id;
+
+    redis.start_kill().expect("kill redis");
+    redis.wait().await.expect("reaped");
+
+    // While Redis is down: publishing is refused with a clear 503, never dropped, and the
+    // instance says it is not ready.
+    let mut refused = None;
+    for _ in 0..20 {
+        let response = client
+            .post(format!("{base}/api/topics/news/events"))
+            .json(&json!({"event": "tick", "data": {"n": 99}}))
+            .send()
+            .await
+            .expect("an answer");
+        if response.status() != 201 {
+            refused = Some((
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            ));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("publishing fails while Redis is down");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "broker_unavailable");
+    let mut ready = 200;
+    for _ in 0..100 {
+        ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+            .as_u16();
+        if ready == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 503, "not ready without Redis");
+
+    let _redis = private_redis(redis_port).await;
+    for _ in 0..300 {
+        ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+            .as_u16();
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "ready again once Redis is back");
+
+    // The subscriber either saw its live feed re-synchronised (a reset: Redis came back empty)
+    // or had its stream ended with `broker_unavailable`; then it resumes and gets the reset.
+    let mut reset = false;
+    for _ in 0..10 {
+        match sub.next(deadline).await {
+            Some(event) if event.event == "reset" => {
+                assert_eq!(data(&event)["reason"], "epoch_changed");
+                reset = true;
+                break;
+            }
+            Some(event) if event.event == "error" => {
+                assert_eq!(data(&event)["code"], "broker_unavailable", "{event:?}");
+            }
+            Some(event) => panic!("unexpected {event:?}"),
+            None => {
+                sub = Sse::open(
+                    &streams,
+                    &format!("{base}/api/events?topic=news"),
+                    Some(&last),
+                )
+                .await;
+            }
+        }
+    }
+    assert!(reset, "the subscriber was told the logs were lost");
+    publish(&client, base, "news", 1).await;
+    let event = sub.next(deadline).await.expect("open");
+    assert_eq!(event.event, "tick");
+    assert_eq!(data(&event)["data"]["n"], 1, "live again after the restart");
+    drop(node);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad configuration fails fast, naming the setting.
+
+/// Runs `rill serve` on `broker` and `database` (a fresh SQLite file when `None`) and returns its
+/// stderr; it must exit non-zero by itself.
+async fn fails(broker: &str, database: Option<&str>) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("rill.db").display());
+    let args = [
+        "--broker",
+        broker,
+        "--database",
+        database.unwrap_or(&sqlite),
+    ];
+    let mut command = Command::new(RILL);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RILL_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(WITHIN, command.output())
+        .await
+        .expect("rill serve gives up by itself")
+        .expect("run rill serve");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{args:?} must fail: {stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_backends_fail_start_up_fast_naming_the_setting() {
+    let closed = free_port();
+    let redis = format!("redis://127.0.0.1:{closed}");
+    let postgres = format!("postgres://postgres@127.0.0.1:{closed}/rill");
+    let (unreachable_redis, unreachable_postgres, bad_broker, bad_database) = tokio::join!(
+        fails(&redis, None),
+        fails("memory", Some(&postgres)),
+        fails("http://127.0.0.1:6379", None),
+        fails("memory", Some("mysql://127.0.0.1/rill")),
+    );
+    for (stderr, setting) in [
+        (&unreachable_redis, "`broker`"),
+        (&unreachable_postgres, "`database`"),
+        (&bad_broker, "`broker`"),
+        (&bad_database, "`database`"),
+    ] {
+        assert!(stderr.contains(setting), "stderr names {setting}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(
+        unreachable_redis.contains(&closed.to_string()) || unreachable_redis.contains("refused"),
+        "{unreachable_redis}"
+    );
+}
