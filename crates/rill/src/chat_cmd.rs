@@ -217,9 +217,17 @@ async fn interactive_session(chats: &ChatsClient, chat: &str) -> anyhow::Result<
         let mut out = AnswerPrinter::new();
         let outcome = out.print(stream, Some((chats, chat))).await;
         out.end_line()?;
-        match outcome.map(Outcome::into_result) {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("rill: {error:#}"),
+        match outcome {
+            // Asked for with Ctrl-C: no error, the session goes on.
+            Ok(Outcome {
+                status: MessageStatus::Stopped,
+                ..
+            }) => eprintln!("[stopped; the text so far is kept]"),
+            Ok(outcome) => {
+                if let Err(error) = outcome.into_result() {
+                    eprintln!("rill: {error:#}");
+                }
+            }
             Err(error) => eprintln!("rill: the answer stream failed: {error:#}"),
         }
     }
