@@ -363,6 +363,16 @@ impl HubStream {
                 self.queue.set_catching_up(false);
             }
             let taken = self.queue.take(&mut self.pending);
+            // Flags first: the events of an interrupted or lagged topic come from the log (which
+            // also reveals a lost log, i.e. a new epoch, before anything is labelled wrongly).
+            if taken.lagged {
+                self.catch.iter_mut().for_each(|c| *c = Catch::Read);
+            }
+            for idx in taken.interrupted {
+                if self.catch[idx] == Catch::Live {
+                    self.catch[idx] = Catch::Read;
+                }
+            }
             self.write_pending();
             if taken.overflowed {
                 self.write_error(
@@ -371,14 +381,6 @@ impl HubStream {
                 );
                 self.ended = true;
                 return Some(self.flush());
-            }
-            if taken.lagged {
-                self.catch.iter_mut().for_each(|c| *c = Catch::Read);
-            }
-            for idx in taken.interrupted {
-                if self.catch[idx] == Catch::Live {
-                    self.catch[idx] = Catch::Read;
-                }
             }
             if self.catch.iter().any(|c| *c != Catch::Live) {
                 self.catching_up = true;

@@ -463,3 +463,105 @@ fn concurrent_publishers_get_distinct_offsets() {
     seen.sort_unstable();
     assert_eq!(seen, (1..=2000).collect::<Vec<u64>>());
 }
+
+type Attached = (Topic, Arc<dyn Sink>, Option<Attachment>);
+
+/// A broker whose logs can be lost (a new epoch), like Redis restarting empty: sinks stay
+/// attached across the loss and are told their feed was interrupted.
+struct Losable {
+    current: Mutex<Arc<MemoryBroker>>,
+    sinks: Mutex<Vec<Attached>>,
+}
+
+impl Losable {
+    fn broker(&self) -> Arc<MemoryBroker> {
+        self.current.lock().unwrap().clone()
+    }
+    fn lose_logs(&self) {
+        let fresh = MemoryBroker::new(Retention::default());
+        *self.current.lock().unwrap() = fresh.clone();
+        for (topic, sink, attachment) in self.sinks.lock().unwrap().iter_mut() {
+            *attachment = Some(fresh.attach_now(topic, sink.clone()));
+            sink.interrupted();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for Losable {
+    async fn epoch(&self) -> Result<Epoch, BrokerError> {
+        Ok(self.broker().epoch_now())
+    }
+    async fn publish(&self, topic: &Topic, event: NewEvent) -> Result<Published, BrokerError> {
+        Ok(self.broker().publish_now(topic, event))
+    }
+    async fn read(&self, topic: &Topic, after: u64, limit: usize) -> Result<LogRead, BrokerError> {
+        Ok(self.broker().read_now(topic, after, limit))
+    }
+    async fn attach(&self, topic: &Topic, sink: Arc<dyn Sink>) -> Result<Attachment, BrokerError> {
+        let attachment = self.broker().attach_now(topic, sink.clone());
+        self.sinks
+            .lock()
+            .unwrap()
+            .push((topic.clone(), sink, Some(attachment)));
+        Ok(Attachment::new(()))
+    }
+}
+
+#[tokio::test]
+async fn a_lost_log_resets_with_epoch_changed_then_continues() {
+    let losable = Arc::new(Losable {
+        current: Mutex::new(MemoryBroker::new(Retention::default())),
+        sinks: Mutex::new(Vec::new()),
+    });
+    let hub = Hub::new(losable.clone(), HubConfig::default());
+    let (a, b) = (topic("a"), topic("b"));
+    let mut s = hub
+        .open(StreamRequest::topics(
+            vec![a.clone(), b.clone()],
+            Start::Live,
+        ))
+        .await
+        .unwrap();
+    let mut p = Parser::new();
+    hub.publish(&a, ev("1")).await.unwrap();
+    let before = events(&mut s, &mut p, 1).await;
+    assert_eq!(data(&before), [envelope("a", "1")]);
+
+    losable.lose_logs();
+    hub.publish(&b, ev("2")).await.unwrap();
+    let got = events(&mut s, &mut p, 2).await;
+    let mut resets: Vec<String> = got
+        .iter()
+        .map(|e| format!("{} {}", e.event, e.data))
+        .collect();
+    resets.sort();
+    assert_eq!(
+        resets,
+        [
+            r#"reset {"topic":"a","reason":"epoch_changed"}"#,
+            r#"reset {"topic":"b","reason":"epoch_changed"}"#,
+        ]
+    );
+    let new_epoch = losable.broker().epoch_now();
+    assert!(
+        got[1].id.starts_with(new_epoch.as_str()),
+        "ids carry the new epoch: {}",
+        got[1].id
+    );
+    hub.publish(&a, ev("3")).await.unwrap();
+    let live = events(&mut s, &mut p, 1).await;
+    assert_eq!(data(&live), [envelope("a", "3")]);
+    // An id from before the loss now means epoch_changed on a fresh stream too.
+    let mut old = hub
+        .open(StreamRequest::topics(
+            vec![a.clone(), b.clone()],
+            Start::LastEventId(before[0].id.clone()),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        events(&mut old, &mut Parser::new(), 1).await[0].data,
+        r#"{"topic":"a","reason":"epoch_changed"}"#
+    );
+}
