@@ -212,6 +212,7 @@ async function openChat(chatId) {
     buffer: [], // live events that arrived before the first page
     follow: null,
     retryId: null, // the message that shows the Retry button
+    reorder: false, // `order` needs sorting before the next render
   };
   app.view = view;
   ui.log.replaceChildren();
@@ -248,7 +249,7 @@ async function openChat(chatId) {
   try {
     const page = await rill.messages(chatId, { limit: PAGE });
     if (app.view !== view) return;
-    mergePage(view, page.messages, "tail");
+    mergePage(view, page.messages);
     view.nextBefore = page.next_before;
   } catch (e) {
     if (app.view !== view) return;
@@ -268,7 +269,7 @@ async function openChat(chatId) {
 async function reloadTail(view) {
   try {
     const page = await rill.messages(view.chatId, { limit: PAGE });
-    if (app.view === view) mergePage(view, page.messages, "tail");
+    if (app.view === view) mergePage(view, page.messages);
   } catch {
     // The stream's next (re)connection tries again.
   }
@@ -284,7 +285,7 @@ async function loadOlder() {
     if (app.view !== view) return;
     // Keep what the reader sees in place while a page lands above it.
     const { scrollHeight, scrollTop } = ui.scroller;
-    mergePage(view, page.messages, "older");
+    mergePage(view, page.messages);
     flush(view, false);
     ui.scroller.scrollTop = scrollTop + (ui.scroller.scrollHeight - scrollHeight);
     view.nextBefore = page.next_before;
@@ -310,11 +311,8 @@ new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && l
 
 // ---- merging messages --------------------------------------------------------------------------
 
-/**
- * Merges a page of history (oldest → newest). "older" pages go above everything we have;
- * the "tail" page interleaves with what we have by its own order.
- */
-function mergePage(view, messages, where) {
+/** Merges a page of history (or a message from an API answer) into the view. */
+function mergePage(view, messages) {
   const fresh = [];
   for (const m of messages) {
     const have = view.messages.get(m.id);
@@ -322,38 +320,35 @@ function mergePage(view, messages, where) {
       view.messages.set(m.id, { ...m, synced: false });
       fresh.push(m.id);
     } else if (FINAL.has(m.status) && !FINAL.has(have.status)) {
+      if (have.created_at_ms !== m.created_at_ms) view.reorder = true;
       Object.assign(have, m);
     } else if (!FINAL.has(have.status) && !have.synced && m.content.length > have.content.length) {
       have.content = m.content; // a newer checkpoint of a message the stream has not synced yet
+    } else if (have.created_at_ms === Number.MAX_SAFE_INTEGER) {
+      have.created_at_ms = m.created_at_ms; // a placeholder learns its place
+      view.reorder = true;
     } else continue;
     view.dirty.add(m.id);
   }
-  if (!fresh.length) return;
-  if (where === "older") {
-    view.order.unshift(...fresh.filter((id) => !view.order.includes(id)));
-  } else {
-    // Put each new message right after the one before it in the page.
-    let anchor = -1;
-    for (const m of messages) {
-      const at = view.order.indexOf(m.id);
-      if (at >= 0) anchor = at;
-      else {
-        anchor = anchor < 0 ? firstAnchor(view, messages) : anchor + 1;
-        view.order.splice(anchor, 0, m.id);
-      }
-    }
+  if (fresh.length) {
+    view.order.push(...fresh);
+    view.reorder = true;
   }
-  for (const id of fresh) view.dirty.add(id);
-  schedule(view);
+  if (view.dirty.size || fresh.length) schedule(view);
 }
 
-/** Where the first new message of a tail page goes: before the first one we already have. */
-function firstAnchor(view, messages) {
-  for (const m of messages) {
-    const at = view.order.indexOf(m.id);
-    if (at >= 0) return at;
-  }
-  return view.order.length;
+/**
+ * The order of messages: by creation time, a user message before the answer created in the same
+ * millisecond. Sources interleave (pages, 202 answers, events, a delta for a message not yet
+ * seen), so the list is sorted rather than trusted to arrive in order.
+ */
+function byCreation(view) {
+  const key = (id) => view.messages.get(id);
+  return (x, y) => {
+    const a = key(x);
+    const b = key(y);
+    return a.created_at_ms - b.created_at_ms || (a.role === "user" ? 0 : 1) - (b.role === "user" ? 0 : 1);
+  };
 }
 
 /** Adds a message the stream (or a 202 answer) reports, or brings ours in line with it. */
@@ -362,9 +357,11 @@ function upsertLive(view, m, replace) {
   if (!have) {
     view.messages.set(m.id, { ...m, synced: true });
     view.order.push(m.id);
+    view.reorder = true;
   } else if (FINAL.has(have.status)) {
     return; // final is final
   } else if (replace || !have.synced) {
+    if (have.created_at_ms !== m.created_at_ms) view.reorder = true;
     Object.assign(have, m, { synced: true });
   } else {
     return;
@@ -381,9 +378,11 @@ function apply(view, type, data) {
   } else if (type === "message.delta") {
     let m = view.messages.get(data.message_id);
     if (!m) {
-      m = { id: data.message_id, chat_id: view.chatId, role: "assistant", content: "", status: "streaming", created_at_ms: Date.now(), synced: true };
+      // Not seen yet: it is the newest message; `message.created` or a page fills in the rest.
+      m = { id: data.message_id, chat_id: view.chatId, role: "assistant", content: "", status: "streaming", created_at_ms: Number.MAX_SAFE_INTEGER, synced: true };
       view.messages.set(m.id, m);
       view.order.push(m.id);
+      view.reorder = true;
     }
     if (FINAL.has(m.status)) return;
     m.content += data.text;
@@ -435,6 +434,10 @@ function schedule(view) {
 function flush(view, stick) {
   const s = ui.scroller;
   const atBottom = s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+  if (view.reorder) {
+    view.order.sort(byCreation(view));
+    view.reorder = false;
+  }
   // Place nodes in order (new ones are inserted where `order` says).
   let prev = null;
   for (const id of view.order) {
@@ -598,7 +601,7 @@ async function stop() {
   if (!view?.chatId) return;
   try {
     const { message } = await rill.stop(view.chatId);
-    if (app.view === view && message) mergePage(view, [message], "tail");
+    if (app.view === view && message) mergePage(view, [message]);
   } catch (e) {
     if (!(e instanceof RillError && e.status === 409)) showNotice(describe(e)); // 409: it had already ended
   }
