@@ -454,8 +454,8 @@ impl ChatEngine {
 
     /// Marks generations nobody runs anymore as `interrupted`, keeping the text they published
     /// (the checkpoint plus the deltas still in the broker's log), and tells their chats. With
-    /// `all`, every `streaming` message (start-up of a single
-    /// instance: nothing can be running); otherwise those whose lease expired.
+    /// `all`, every `streaming` message (start-up of a single instance: nothing can be
+    /// running); otherwise those whose lease expired.
     pub async fn recover(&self, all: bool) -> Result<usize, ChatError> {
         let owner = (!all).then_some(self.inner.settings.instance_id.as_str());
         let orphans = self.inner.store.orphaned(now_ms(), owner).await?;

@@ -931,3 +931,124 @@ async fn bad_backends_fail_start_up_fast_naming_the_setting() {
         "{unreachable_redis}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The documented nginx configuration, in front of three instances.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_nginx_config_streams_through_to_three_instances() {
+    if std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("!!! nginx is not installed: SKIPPING the nginx configuration test !!!");
+        return;
+    }
+    with_backends(|backends| async move {
+        let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = free_port();
+        let ports: Vec<&str> = nodes
+            .iter()
+            .map(|n| n.base.rsplit(':').next().expect("port"))
+            .collect();
+        // The file as documented; only ports and paths change (and temp files go to our own
+        // directory, so nginx needs no root).
+        let temp = dir.path().display();
+        let config = include_str!("../../../docs/nginx-scale-out.conf")
+            .replace("listen 8080;", &format!("listen 127.0.0.1:{listen};"))
+            .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", ports[0]))
+            .replace("127.0.0.1:8082", &format!("127.0.0.1:{}", ports[1]))
+            .replace("127.0.0.1:8083", &format!("127.0.0.1:{}", ports[2]))
+            .replace("/tmp/rill-nginx.pid", &format!("{temp}/nginx.pid"))
+            .replace(
+                "\nhttp {",
+                &format!(
+                    "\nhttp {{\n    client_body_temp_path {temp}/body;\n    proxy_temp_path {temp}/proxy;\n    \
+                     fastcgi_temp_path {temp}/fastcgi;\n    uwsgi_temp_path {temp}/uwsgi;\n    \
+                     scgi_temp_path {temp}/scgi;"
+                ),
+            )
+            .replace("worker_processes auto;", "worker_processes 1;");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, config).expect("write the config");
+        let checked = Command::new("nginx")
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir.path())
+            .output()
+            .await
+            .expect("nginx -t");
+        assert!(
+            checked.status.success(),
+            "nginx -t: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let _nginx = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir.path())
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nginx");
+        let proxy = format!("http://127.0.0.1:{listen}");
+        let client = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{proxy}/readyz")).send().await {
+                up = r.status() == 200;
+                if up {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(up, "nginx proxies to the instances");
+
+        // Three subscribers through the proxy (least_conn puts them on different instances),
+        // publishes through the proxy: every event reaches every subscriber one at a time, so
+        // nothing waits in a proxy buffer.
+        let deadline = Instant::now() + WITHIN;
+        let mut subs = Vec::new();
+        for _ in 0..3 {
+            subs.push(Sse::open(&client, &format!("{proxy}/api/events?topic=proxied"), None).await);
+        }
+        let mut carrying = 0;
+        for node in &nodes {
+            let metrics = client
+                .get(format!("{}/metrics", node.base))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            let open = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("rill_open_streams "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .expect("rill_open_streams");
+            if open > 0.0 {
+                carrying += 1;
+            }
+        }
+        assert!(carrying > 1, "the proxy spread the streams over the instances");
+        for n in 0..20 {
+            publish(&client, &proxy, "proxied", n).await;
+            for sub in &mut subs {
+                let event = sub.next(deadline).await.expect("open");
+                assert_eq!(data(&event)["data"]["n"], n);
+            }
+        }
+        drop(subs);
+        drop(nodes);
+    })
+    .await;
+}
