@@ -28,6 +28,7 @@
 
 mod encode;
 mod parse;
+mod scan;
 
 pub use encode::{
     EncodeError, encode_comment, encode_comment_buf, encode_event, encode_event_buf, encode_retry,

@@ -242,3 +242,74 @@ fn reset_keeps_last_event_id_and_retry() {
     let got = feed_all(&mut resumed, &[b"data: c\n\n"]);
     assert_eq!(got, "event message \"c\" id=\"10\"\n");
 }
+
+/// Long streams cut at random into chunks of up to a few KiB, so chunks larger than the parser's
+/// join limit follow a carried-over line; the items must be those of the whole stream in one
+/// chunk, and those of one-byte feeding.
+#[test]
+fn long_streams_in_random_large_chunks() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let pieces: &[&[u8]] = &[
+        b"data: token\n",
+        b"id: 12.ab.3\r\n",
+        b"event: message.delta\r",
+        b"\n",
+        b"\r\n",
+        b"\r",
+        b": keep-alive\n",
+        b"retry: 250\n",
+        b"data: \xE2\x82\xAC \xF0\x9F\x98\x80 \xFF\xC3\n",
+        b"data:",
+        b"\xEF\xBB\xBF",
+        b"id\n",
+    ];
+    for round in 0..40 {
+        let mut stream = Vec::new();
+        while stream.len() < 20_000 {
+            if rng.random_range(0..100) == 0 {
+                // A long line, longer than the join limit.
+                stream.extend_from_slice(b"data: ");
+                let len = rng.random_range(500..3000);
+                stream.extend((0..len).map(|i| b"ab\xC3\xA9 "[i % 5]));
+                stream.push(b'\n');
+            } else {
+                stream.extend_from_slice(pieces[rng.random_range(0..pieces.len())]);
+            }
+        }
+        let mut whole = Parser::new();
+        let expected = feed_all(&mut whole, &[&stream]);
+        assert!(
+            expected.matches("event ").count() > 20,
+            "round {round}: too few events"
+        );
+        let mut chunks = Vec::new();
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let size = rng.random_range(1..6000).min(rest.len());
+            let (chunk, after) = rest.split_at(size);
+            chunks.push(chunk);
+            rest = after;
+        }
+        let mut chunked = Parser::new();
+        let got = feed_all(&mut chunked, &chunks);
+        assert_eq!(got, expected, "round {round}");
+        assert_eq!(
+            chunked.last_event_id(),
+            whole.last_event_id(),
+            "round {round}"
+        );
+        assert_eq!(chunked.retry(), whole.retry(), "round {round}");
+        if round < 4 {
+            let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
+            let mut bytewise_parser = Parser::new();
+            assert_eq!(
+                feed_all(&mut bytewise_parser, &bytewise),
+                expected,
+                "round {round}, 1-byte chunks"
+            );
+        }
+    }
+}
