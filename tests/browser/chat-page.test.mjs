@@ -393,7 +393,7 @@ test("screenshots: desktop and phone width, light and dark", async () => {
         await waitAssistantDone(page, 2);
         await page.waitForSelector("#conn[data-state=live]");
         const file = path.join(SHOTS, `chat-${name}-${scheme}.png`);
-        await page.screenshot({ path: file });
+        await page.screenshot({ path: file, animations: "disabled", caret: "hide" });
         const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
         const bg = await background();
         assert.equal(bg === "rgb(21, 22, 26)", scheme === "dark", `${scheme} theme applied (${bg})`);

@@ -105,6 +105,16 @@ function writeHash() {
   if (location.hash !== hash) history.replaceState(null, "", hash);
 }
 
+/** "today", "yesterday" or the date: enough to find a chat, and calm in a list. */
+function day(ms) {
+  const date = new Date(ms);
+  const midnight = new Date();
+  midnight.setHours(0, 0, 0, 0);
+  if (date >= midnight) return "today";
+  if (date >= new Date(midnight.getTime() - 86_400_000)) return "yesterday";
+  return date.toLocaleDateString([], { dateStyle: "medium" });
+}
+
 function botName(id) {
   return app.bots.find((b) => b.id === id)?.name || id || "Bot";
 }
@@ -153,7 +163,8 @@ function renderChats() {
     title.textContent = chat.title || "New chat";
     const when = document.createElement("span");
     when.className = "chat-when";
-    when.textContent = new Date(chat.updated_at_ms).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+    when.textContent = day(chat.updated_at_ms);
+    when.title = new Date(chat.updated_at_ms).toLocaleString();
     open.append(title, when);
     if (app.view?.chatId === chat.id) open.setAttribute("aria-current", "page");
     open.addEventListener("click", () => {
