@@ -443,37 +443,42 @@ async function cuttableProxy(target) {
   };
 }
 
-test("network drop mid-stream: the page shows reconnecting, then resumes with no lost or doubled text", async () => {
-  const rill = await startRill({ args: SLOW });
-  const proxy = await cuttableProxy(rill.port);
-  const context = await launchBrowser();
-  try {
-    const page = await context.newPage();
-    const chatId = await newChatAndSend(page, proxy.base, "What happens when the network drops?");
-    await waitStreamingText(page, 20);
-    const before = await openStreams(rill.base);
-    proxy.cut();
-    await page.waitForSelector("#conn[data-state=reconnecting]", { timeout: 10_000 });
-    await page.waitForTimeout(700); // the answer goes on on the server meanwhile
-    proxy.restore();
-    await page.waitForSelector("#conn[data-state=live]", { timeout: 20_000 });
-    await waitAssistantDone(page);
-    const stored = await storedMessages(rill.base, chatId);
-    assert.deepEqual((await shown(page)).map((m) => m.text), stored.map((m) => m.content));
-    assert.equal(stored.at(-1).status, "complete");
-    assert.equal(before, 1);
+for (const [what, extra] of [
+  ["replayed exactly from the last event id", []],
+  ["from a snapshot when the missed events are no longer kept", ["--retention-events", "3"]],
+]) {
+  test(`network drop mid-stream: the page shows reconnecting, then resumes ${what}, no text lost or doubled`, async () => {
+    const rill = await startRill({ args: [...SLOW, ...extra] });
+    const proxy = await cuttableProxy(rill.port);
+    const context = await launchBrowser();
+    try {
+      const page = await context.newPage();
+      const chatId = await newChatAndSend(page, proxy.base, "What happens when the network drops?");
+      await waitStreamingText(page, 20);
+      const before = await openStreams(rill.base);
+      proxy.cut();
+      await page.waitForSelector("#conn[data-state=reconnecting]", { timeout: 10_000 });
+      await page.waitForTimeout(700); // the answer goes on on the server meanwhile
+      proxy.restore();
+      await page.waitForSelector("#conn[data-state=live]", { timeout: 20_000 });
+      await waitAssistantDone(page);
+      const stored = await storedMessages(rill.base, chatId);
+      assert.deepEqual((await shown(page)).map((m) => m.text), stored.map((m) => m.content));
+      assert.equal(stored.at(-1).status, "complete");
+      assert.equal(before, 1);
 
-    // The browser saying it is offline shows as such, and live again when it is back.
-    await context.setOffline(true);
-    await page.waitForSelector("#conn[data-state=offline]", { timeout: 10_000 });
-    await context.setOffline(false);
-    await page.waitForSelector("#conn[data-state=live]", { timeout: 20_000 });
-  } finally {
-    await context.close();
-    await rill.stop();
-    await proxy.close();
-  }
-});
+      // The browser saying it is offline shows as such, and live again when it is back.
+      await context.setOffline(true);
+      await page.waitForSelector("#conn[data-state=offline]", { timeout: 10_000 });
+      await context.setOffline(false);
+      await page.waitForSelector("#conn[data-state=live]", { timeout: 20_000 });
+    } finally {
+      await context.close();
+      await rill.stop();
+      await proxy.close();
+    }
+  });
+}
 
 /**
  * A fake OpenAI-compatible upstream: the first answer breaks off after two tokens (the socket
