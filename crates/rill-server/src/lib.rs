@@ -17,6 +17,7 @@ mod listen;
 mod metrics;
 mod page;
 pub(crate) mod sse;
+mod stall;
 mod tickets;
 mod tls;
 mod topics;
@@ -183,5 +184,6 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     let shutdown = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
     let tls = state.config.tls.clone();
-    serve_router(listener, app(state), shutdown, grace, tls).await
+    let write_stall = state.config.streams.write_stall_timeout;
+    serve_router(listener, app(state), shutdown, grace, tls, write_stall).await
 }

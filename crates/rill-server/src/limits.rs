@@ -19,6 +19,9 @@ pub struct StreamConfig {
     /// Streams end (with a final event telling the client to reconnect) after this long; `None`:
     /// never. Lets load balancers rebalance long-lived connections.
     pub max_stream_duration: Option<Duration>,
+    /// A connection whose writes make no progress for this long (a client that stopped reading)
+    /// is closed, freeing its stream slot.
+    pub write_stall_timeout: Duration,
     /// The largest `data` of a published event, in bytes (the request body may be 4 KiB more).
     pub max_event_size: usize,
     /// Topics on one stream.
@@ -39,6 +42,7 @@ impl Default for StreamConfig {
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(3),
             max_stream_duration: None,
+            write_stall_timeout: Duration::from_secs(30),
             max_event_size: 64 * 1024,
             max_topics: 32,
             max_connections: 10_000,

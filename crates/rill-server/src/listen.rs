@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::TlsConfig;
+use crate::stall::StallGuard;
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,12 +31,16 @@ const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Serves `router` on `listener` (over TLS when `tls` is set) until `shutdown` fires, then stops
 /// accepting, asks every connection to finish (HTTP/2 GOAWAY; streams end on `shutdown`
 /// themselves) and waits at most `grace` for them.
+///
+/// A connection whose writes stay blocked for `write_stall` (a peer that stopped reading) is
+/// closed.
 pub async fn serve_router(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
     tls: Option<TlsConfig>,
+    write_stall: Duration,
 ) -> std::io::Result<()> {
     let acceptor = tls.map(|tls| TlsAcceptor::from(tls.server_config()));
     let graceful = GracefulShutdown::new();
@@ -60,6 +65,7 @@ pub async fn serve_router(
         // Taken before the handshake, so shutdown also waits for connections still handshaking.
         let watcher = graceful.watcher();
         let router = router.clone();
+        let tcp = StallGuard::new(tcp, write_stall);
         match &acceptor {
             None => {
                 tokio::spawn(serve_connection(tcp, peer, router, watcher));

@@ -367,7 +367,11 @@ async fn stalled_subscriber(server: &TestServer, topic: &str) -> tokio::net::Tcp
 #[tokio::test]
 async fn a_stalled_subscriber_is_dropped_while_others_keep_up() {
     const QUEUE: usize = 32;
-    let server = TestServer::with_config(config(|c| c.streams.hub.queue_capacity = QUEUE)).await;
+    let server = TestServer::with_config(config(|c| {
+        c.streams.hub.queue_capacity = QUEUE;
+        c.streams.write_stall_timeout = Duration::from_secs(1);
+    }))
+    .await;
     let hub = server.state.hub.clone();
     let mut good = server.subscribe(&["s"], None).await;
     let stalled = stalled_subscriber(&server, "s").await;
@@ -422,6 +426,17 @@ async fn a_stalled_subscriber_is_dropped_while_others_keep_up() {
             .await
             .contains("rill_slow_consumers_dropped_total 1\n")
     );
+    // The stalled socket itself is closed once its writes made no progress for
+    // `write_stall_timeout`, freeing its stream slot (the good one has hung up by now too).
+    let mut slots = usize::MAX;
+    for _ in 0..500 {
+        slots = server.state.streams.open_streams();
+        if slots == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(slots, 0, "the stalled connection was closed");
     drop(stalled);
 }
 

@@ -83,6 +83,10 @@ pub(crate) struct StreamArgs {
     /// Streams end (telling the client to reconnect) after this long, or `off` [default: off].
     #[arg(long, env = "RILL_MAX_STREAM_DURATION", value_name = "DURATION")]
     pub(crate) max_stream_duration: Option<String>,
+
+    /// Close a connection whose writes make no progress this long [default: 30s].
+    #[arg(long, env = "RILL_WRITE_STALL_TIMEOUT", value_name = "DURATION")]
+    pub(crate) write_stall_timeout: Option<String>,
 }
 
 /// Auth, CORS and TLS flags of `rill serve` (`jwt_*` and `ticket_*` are shared with `rill token`).
@@ -201,6 +205,7 @@ pub(crate) struct FileConfig {
     pub(crate) max_connections: Option<String>,
     pub(crate) max_connections_per_user: Option<String>,
     pub(crate) max_stream_duration: Option<String>,
+    pub(crate) write_stall_timeout: Option<String>,
     // Chat keys (resolved in chat_config.rs).
     pub(crate) database: Option<String>,
     pub(crate) broker: Option<String>,
@@ -374,6 +379,9 @@ impl StreamArgs {
         if let Some(v) = pick(self.max_connections_per_user, file.max_connections_per_user) {
             c.max_connections_per_user = parse_key("max_connections_per_user", &v, count)?;
         }
+        if let Some(v) = pick(self.write_stall_timeout, file.write_stall_timeout) {
+            c.write_stall_timeout = parse_key("write_stall_timeout", &v, positive_duration)?;
+        }
         if let Some(v) = pick(self.max_stream_duration, file.max_stream_duration) {
             c.max_stream_duration = parse_key("max_stream_duration", &v, |s| {
                 if s.trim() == "off" {
@@ -400,6 +408,7 @@ fn file_streams(file: &mut FileConfig) -> StreamArgs {
         max_connections: file.max_connections.take(),
         max_connections_per_user: file.max_connections_per_user.take(),
         max_stream_duration: file.max_stream_duration.take(),
+        write_stall_timeout: file.write_stall_timeout.take(),
     }
 }
 

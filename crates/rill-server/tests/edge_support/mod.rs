@@ -71,6 +71,7 @@ pub async fn start_with(mut config: Config, extra: Router<AppState>) -> Server {
         shutdown.clone(),
         config.shutdown_grace,
         tls,
+        config.streams.write_stall_timeout,
     ));
     Server {
         addr,
