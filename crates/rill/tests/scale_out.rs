@@ -96,6 +96,14 @@ where
     };
     let prefix = backends.prefix.clone();
     let outcome = AssertUnwindSafe(test(backends)).catch_unwind().await;
+    // The instances' tables are in this schema (sqlx honoured `options`), not in `public`.
+    let isolated: Result<i64, _> = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables \
+         WHERE table_schema = $1 AND table_name = 'messages'",
+    )
+    .bind(&schema)
+    .fetch_one(&mut admin)
+    .await;
     if let Err(e) = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut admin)
         .await
@@ -106,6 +114,11 @@ where
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+    assert_eq!(
+        isolated.expect("schema query"),
+        1,
+        "the instances' tables live in {schema}"
+    );
 }
 
 /// Deletes this prefix's keys, and only those: what `FLUSHDB` does to this deployment's data
