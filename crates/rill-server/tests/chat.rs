@@ -770,7 +770,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
     let foreign_token = "Bearer not-used-in-mode-none";
     let long = "x".repeat(40_000);
-    let cases: Vec<(&str, &str, String, Option<String>, u16, &str)> = vec![
+    // (method, path under the chat, content type, body, status, code)
+    type Case<'a> = (&'a str, &'a str, String, Option<String>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "POST",
             "messages",
