@@ -27,7 +27,8 @@ function startWorker() {
     // Held until this tab closes: the worker learns that we are gone when it is granted the lock.
     navigator.locks?.request("rill-tab-" + tabId, () => new Promise(() => {}));
     w.port.postMessage({ op: "hello", tabId });
-    addEventListener("pagehide", () => w.port.postMessage({ op: "bye" }));
+    // A page kept in the back/forward cache stays subscribed; one that is gone says so at once.
+    addEventListener("pagehide", (e) => e.persisted || w.port.postMessage({ op: "bye" }));
     worker = w;
   } catch {
     worker = false;
