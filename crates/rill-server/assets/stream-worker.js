@@ -58,6 +58,8 @@ function subscribe(chatId, port) {
     });
   }
   clearTimeout(chat.linger);
+  // A stream that gave up (signed out, say) tries again for a tab that asks anew.
+  if (chat.state === "failed") chat.stream.restart();
   chat.ports.add(port);
   port.postMessage({ chatId, kind: "state", state: chat.state });
   if (chat.current) port.postMessage({ chatId, kind: "event", type: "snapshot", data: { ...chat.current } });
