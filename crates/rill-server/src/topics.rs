@@ -13,8 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::Bytes;
 use rill_core::broker::valid_event_name;
 use rill_core::{BrokerError, NewEvent, Topic};
 use rill_hub::{Hub, Start, StreamRequest};
@@ -118,20 +117,9 @@ async fn publish(
         return Err(forbidden("publish to", &topic));
     }
 
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be JSON, sent with Content-Type: application/json",
-        ));
-    }
+    crate::json::require_json(&headers)?;
     let limits = &state.config.streams;
-    let body = read_body(body, limits.max_body_size()).await?;
+    let body = crate::json::read_body(body, limits.max_body_size()).await?;
     let parsed: PublishBody<'_> =
         serde_json::from_slice(&body).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => ApiError::bad_request(
@@ -173,25 +161,6 @@ fn event_too_large(max: usize) -> ApiError {
         "event_too_large",
         format!("the event data is larger than {max} bytes"),
     )
-}
-
-/// Reads the body, refusing it as soon as it exceeds `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|_| ApiError::bad_request("bad_body", "the request body could not be read"))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is larger than {limit} bytes"),
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
 }
 
 /// Removes the whitespace outside strings of valid JSON when it has line breaks, so every event
