@@ -369,8 +369,9 @@ test("auth mode jwt: the page works with the token in the rill_token cookie, and
   }
 });
 
-test("screenshots: desktop and phone width, light and dark", async () => {
+test("screenshots: desktop and phone width, light and dark; the theme toggle", async () => {
   const rill = await startRill({ args: FAST });
+  const context = await launchBrowser({ deviceScaleFactor: 1 });
   try {
     mkdirSync(SHOTS, { recursive: true });
     const chat = (await api(rill.base, "POST", "/api/chats", { bot: "demo" })).json;
@@ -382,33 +383,38 @@ test("screenshots: desktop and phone width, light and dark", async () => {
       });
       await res.text();
     }
+    const page = await context.newPage();
+    const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const DARK = "rgb(21, 22, 26)";
     for (const [name, viewport] of [
       ["desktop", { width: 1280, height: 860 }],
       ["phone", { width: 390, height: 844 }],
+      ["small-phone", { width: 320, height: 640 }],
     ]) {
       for (const scheme of ["light", "dark"]) {
-        const context = await launchBrowser({ viewport, colorScheme: scheme, deviceScaleFactor: 1 });
-        const page = await context.newPage();
+        await page.setViewportSize(viewport);
+        await page.emulateMedia({ colorScheme: scheme });
         await page.goto(`${rill.base}/#bot=demo&chat=${chat.id}`);
+        await page.reload();
         await waitAssistantDone(page, 2);
         await page.waitForSelector("#conn[data-state=live]");
-        const file = path.join(SHOTS, `chat-${name}-${scheme}.png`);
+        const file = path.join(name === "small-phone" ? tempDir() : SHOTS, `chat-${name}-${scheme}.png`);
         await page.screenshot({ path: file, animations: "disabled", caret: "hide" });
-        const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+        const width = await page.evaluate(() => document.documentElement.scrollWidth);
+        assert.ok(width <= viewport.width, `no sideways scrolling at ${viewport.width}px (${width})`);
         const bg = await background();
-        assert.equal(bg === "rgb(21, 22, 26)", scheme === "dark", `${scheme} theme applied (${bg})`);
-        if (name === "desktop" && scheme === "light") {
-          // The toggle overrides the system theme, and the choice survives a reload.
-          await page.click("#theme-toggle");
-          assert.equal(await background(), "rgb(21, 22, 26)");
-          await page.reload();
-          await page.waitForSelector("#log article");
-          assert.equal(await background(), "rgb(21, 22, 26)");
-        }
-        await context.close();
+        assert.equal(bg === DARK, scheme === "dark", `${scheme} theme applied (${bg})`);
       }
     }
+    // The toggle overrides the system theme, and the choice survives a reload.
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.click("#theme-toggle");
+    assert.equal(await background(), DARK);
+    await page.reload();
+    await page.waitForSelector("#log article");
+    assert.equal(await background(), DARK);
   } finally {
+    await context.close();
     await rill.stop();
   }
 });
