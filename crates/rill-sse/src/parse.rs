@@ -232,42 +232,59 @@ impl Parser {
             text = text.strip_prefix('\n').unwrap_or(text);
         }
         let bytes = text.as_bytes();
-        if !self.line.is_empty() {
-            let Some(end) = find_line_end(bytes) else {
-                self.line.push_str(text);
-                return;
-            };
-            self.line.push_str(&text[..end]);
-            // Taken out (and put back) so it can be read while `self` changes.
-            let line = std::mem::take(&mut self.line);
+        if self.line.is_empty() {
             let mut borrowed = Borrowed::default();
-            self.line_str(&mut borrowed, &line, on);
+            let tail = self.lines_and_tail(&mut borrowed, text, on);
             self.keep(borrowed);
-            self.line = line;
-            self.line.clear();
-            let mut next = end + 1;
-            if bytes[end] == b'\r' {
-                match bytes.get(next) {
-                    Some(b'\n') => next += 1,
-                    None => self.after_cr = true,
-                    Some(_) => {}
-                }
-            }
-            text = &text[next..];
+            self.line.push_str(&text[tail..]);
+            return;
         }
-        let bytes = text.as_bytes();
-        let Some(last_end) = rfind_line_end(bytes) else {
+        let Some(end) = find_line_end(bytes) else {
             self.line.push_str(text);
             return;
         };
-        self.lines(&text[..=last_end], on);
+        // Finish the carried line and read it together with the rest of the text, so values
+        // of both stay borrowed until the end (the line is taken out, and put back, so it can
+        // be read while `self` changes).
+        let mut line = std::mem::take(&mut self.line);
+        line.push_str(&text[..end]);
+        let mut next = end + 1;
+        if bytes[end] == b'\r' {
+            match bytes.get(next) {
+                Some(b'\n') => next += 1,
+                None => self.after_cr = true,
+                Some(_) => {}
+            }
+        }
+        let mut borrowed = Borrowed::default();
+        self.line_str(&mut borrowed, &line, on);
+        let rest = &text[next..];
+        let tail = self.lines_and_tail(&mut borrowed, rest, on);
+        self.keep(borrowed);
+        line.clear();
+        line.push_str(&rest[tail..]);
+        self.line = line;
+    }
+
+    /// Reads the complete lines of `text` (which starts at a line start) and returns where its
+    /// unterminated tail starts, setting `after_cr` when it ends in CR.
+    fn lines_and_tail<'t>(
+        &mut self,
+        borrowed: &mut Borrowed<'t>,
+        text: &'t str,
+        on: &mut impl FnMut(Item<'_>),
+    ) -> usize {
+        let bytes = text.as_bytes();
+        let Some(last_end) = rfind_line_end(bytes) else {
+            return 0;
+        };
+        self.lines(borrowed, &text[..=last_end], on);
         // The last line end found is never the CR of a CRLF (the LF would be later), so a CR
         // here either ends the text or is a line end on its own.
         if last_end + 1 == bytes.len() {
             self.after_cr = bytes[last_end] == b'\r';
-        } else {
-            self.line.push_str(&text[last_end + 1..]);
         }
+        last_end + 1
     }
 
     /// Interprets the complete lines of `text`, which ends with a line end.
@@ -275,10 +292,14 @@ impl Parser {
     /// The hot loop. Values read here are borrowed from `text` (see [`Borrowed`]) and copied
     /// into the parser's buffers only if the text ends before their event is dispatched, so an
     /// event wholly inside one chunk is dispatched without copying its data, type or id.
-    fn lines(&mut self, text: &str, on: &mut impl FnMut(Item<'_>)) {
+    fn lines<'t>(
+        &mut self,
+        borrowed: &mut Borrowed<'t>,
+        text: &'t str,
+        on: &mut impl FnMut(Item<'_>),
+    ) {
         let bytes = text.as_bytes();
         let len = bytes.len();
-        let mut borrowed = Borrowed::default();
         let mut pos = 0;
         while pos < len {
             let (field, name_end, value_start) = match prefix_field(bytes, pos) {
@@ -305,18 +326,17 @@ impl Parser {
                 find_line_end(&bytes[value_start..]).map_or(len, |offset| value_start + offset)
             };
             if end == pos {
-                self.dispatch(&mut borrowed, on);
+                self.dispatch(borrowed, on);
             } else if name_end == pos {
                 on(Item::Comment(&text[value_start..end]));
             } else {
-                self.field(&mut borrowed, field, &text[value_start..end], on);
+                self.field(borrowed, field, &text[value_start..end], on);
             }
             pos = match (bytes.get(end), bytes.get(end + 1)) {
                 (Some(b'\r'), Some(b'\n')) => end + 2,
                 _ => end + 1,
             };
         }
-        self.keep(borrowed);
     }
 
     /// Interprets one line (without its line end).
