@@ -126,7 +126,7 @@ impl ChatArgs {
             None | Some("memory") => Broker::Memory,
             Some(url)
                 if url.starts_with("redis://")
-                    || url.starts_with("rediss://")
+                   
                     || url.starts_with("unix://") =>
             {
                 Broker::Redis {
