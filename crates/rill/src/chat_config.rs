@@ -124,11 +124,7 @@ impl ChatArgs {
 
         let broker = match pick(self.broker, file.broker).as_deref() {
             None | Some("memory") => Broker::Memory,
-            Some(url)
-                if url.starts_with("redis://")
-                   
-                    || url.starts_with("unix://") =>
-            {
+            Some(url) if url.starts_with("redis://") || url.starts_with("unix://") => {
                 Broker::Redis {
                     url: url.to_owned(),
                     key_prefix: pick(self.redis_key_prefix, file.redis_key_prefix)
