@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 /// rill: stream live data and LLM chat answers to browsers over Server-Sent Events.
 #[derive(Debug, Parser)]
-#[command(name = "rill", version, about, long_about = None, propagate_version = true)]
+#[command(name = "rill", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
