@@ -195,11 +195,17 @@ pub(crate) fn answer(request: &CompletionRequest) -> String {
     let words = last.split_whitespace().count();
     let chars = last.chars().count();
     let turns = request.messages.len();
+    let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    let (chars_word, words_word, turns_word) = (
+        plural(chars, "character", "characters"),
+        plural(words, "word", "words"),
+        plural(turns, "message", "messages"),
+    );
     format!(
         "{quoted}\n{opener} I am the **demo** model built into rill: I run offline, need no API \
          key, and always give the same answer to the same prompt. 안녕하세요, 반가워요! 👋\n\n\
-         Your message has {chars} characters and {words} words, and this conversation has \
-         {turns} messages so far. {middle}\n\n\
+         Your message has {chars} {chars_word} and {words} {words_word}, and this conversation \
+         has {turns} {turns_word} so far. {middle}\n\n\
          Here is what this chat can do:\n\n\
          - **Streaming**: tokens arrive a few characters at a time 🚀\n\
          - **Resume**: reload the page and the answer continues 🔄\n\
