@@ -758,8 +758,16 @@ impl Generation {
                 _ = checkpoint.tick() => self.checkpoint(&mut saved_len).await,
                 _ = lease.tick() => {
                     let until = now_ms() + duration_ms(self.inner.settings.lease_ttl);
-                    if let Err(error) = self.inner.store.renew_lease(&self.message.id, &self.inner.settings.instance_id, until).await {
-                        tracing::warn!(%error, "cannot renew the generation's lease");
+                    match self.inner.store.renew_lease(&self.message.id, &self.inner.settings.instance_id, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Another instance found the lease expired (we could not reach the
+                            // database for a while) and finished the message: whatever we add
+                            // now would follow its `message.completed`. Stop here.
+                            tracing::warn!("the message was finished elsewhere after our lease expired; stopping");
+                            return Ending::Interrupted;
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot renew the generation's lease"),
                     }
                 }
                 item = stream.next() => match item {

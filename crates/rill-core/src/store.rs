@@ -85,13 +85,15 @@ pub trait Store: Send + Sync + 'static {
     async fn checkpoint_offset(&self, message_id: &str) -> Result<Option<u64>, StoreError>;
 
     /// Records that `owner` (an instance id) runs the generation of `message_id` until
-    /// `until_ms` (Unix ms); called again to renew.
+    /// `until_ms` (Unix ms); called again to renew. Returns `false` (and changes nothing) when
+    /// the message is no longer `Streaming`: another instance declared it over (its lease had
+    /// expired), and the generation must stop.
     async fn renew_lease(
         &self,
         message_id: &str,
         owner: &str,
         until_ms: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// `Streaming` messages whose lease ended before `now_ms`, or that have no lease and belong
     /// to `owner` (the messages a crashed previous run of this instance left behind), or that

@@ -355,15 +355,15 @@ macro_rules! sql_store {
                 message_id: &str,
                 owner: &str,
                 until_ms: i64,
-            ) -> Result<(), rill_core::StoreError> {
-                sqlx::query($crate::sql::RENEW_LEASE)
+            ) -> Result<bool, rill_core::StoreError> {
+                let done = sqlx::query($crate::sql::RENEW_LEASE)
                     .bind(message_id)
                     .bind(owner)
                     .bind(until_ms)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| $crate::backend::db_error("renew lease", e))?;
-                Ok(())
+                Ok(done.rows_affected() > 0)
             }
 
             async fn orphaned(

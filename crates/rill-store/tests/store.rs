@@ -381,10 +381,13 @@ async fn checkpoint_then_finish_once(db: Db) {
         .checkpoint(&answer.id, "garbage", 99)
         .await
         .step("late checkpoint");
-    store
-        .renew_lease(&answer.id, "late", i64::MAX)
-        .await
-        .step("late lease");
+    assert!(
+        !store
+            .renew_lease(&answer.id, "late", i64::MAX)
+            .await
+            .step("late lease"),
+        "a finished message's lease cannot be renewed: its generation must stop"
+    );
     assert_eq!(message(&store, &answer.id).await, finished);
     assert_eq!(
         store.checkpoint_offset(&answer.id).await.step("offset"),
@@ -631,10 +634,13 @@ async fn leases_expire_and_filter_by_owner(db: Db) {
     }
     let (a, b, unleased) = (&ids[0], &ids[1], &ids[2]);
     // Lease times are compared with the `now` passed in, not the wall clock.
-    store
-        .renew_lease(a, "instance-a", 2_000)
-        .await
-        .step("lease");
+    assert!(
+        store
+            .renew_lease(a, "instance-a", 2_000)
+            .await
+            .step("lease"),
+        "a streaming message's lease is renewed"
+    );
     store
         .renew_lease(b, "instance-b", 5_000)
         .await
