@@ -419,13 +419,8 @@ impl ChatEngine {
 
     /// A message running (or having run) elsewhere: its checkpointed text plus the deltas the
     /// broker logged after the checkpoint, and the offset of the last one.
-    async fn rebuild(&self, mut message: Message) -> Result<Snapshot, ChatError> {
-        let mut offset = self
-            .inner
-            .store
-            .checkpoint_offset(&message.id)
-            .await?
-            .unwrap_or(0);
+    async fn rebuild(&self, message: Message) -> Result<Snapshot, ChatError> {
+        let (mut message, mut offset) = self.checkpoint_of(message).await?;
         let topic = Topic::for_chat(&message.chat_id);
         // Bounded: a checkpoint is at most `checkpoint_interval` old, so few deltas follow it.
         for _ in 0..64 {
@@ -450,6 +445,31 @@ impl ChatEngine {
             offset = last;
         }
         Ok(Snapshot { message, offset })
+    }
+
+    /// The message as last checkpointed, and the offset of the last delta its text includes.
+    ///
+    /// The store writes both in one statement but reads them in two queries, and the owner may
+    /// checkpoint in between: the offset is read on both sides of the text, and the read is
+    /// retried until they agree (offsets only grow from one checkpoint to the next, so equal
+    /// offsets mean the text is that checkpoint's).
+    async fn checkpoint_of(&self, mut message: Message) -> Result<(Message, u64), ChatError> {
+        let store = &self.inner.store;
+        // Bounded: checkpoints are `checkpoint_interval` apart, so a retry almost never repeats.
+        for _ in 0..16 {
+            let before = store.checkpoint_offset(&message.id).await?;
+            let Some(current) = store.get_message(&message.id).await? else {
+                return Err(ChatError::NotFound);
+            };
+            let after = store.checkpoint_offset(&message.id).await?;
+            message = current;
+            if before == after {
+                return Ok((message, after.unwrap_or(0)));
+            }
+        }
+        Err(ChatError::Store(rill_core::StoreError::Backend(
+            "the checkpoint kept moving while it was read".to_owned(),
+        )))
     }
 
     /// Marks generations nobody runs anymore as `interrupted`, keeping the text they published
