@@ -514,6 +514,15 @@ impl<D: Decoder> Reader<D> {
     }
 }
 
+/// The error of a stream that ended (cleanly, at the transport level) before the model said it
+/// was done: the answer is incomplete.
+pub(crate) fn ended_early() -> ProviderError {
+    ProviderError::new(
+        ProviderErrorKind::Protocol,
+        "the upstream stream ended before the answer was complete",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,10 +222,7 @@ impl Decoder for ChunkDecoder {
         if self.finish_reason.is_some() {
             Ok(self.finish())
         } else {
-            Err(ProviderError::new(
-                ProviderErrorKind::Protocol,
-                "the upstream stream ended before the answer was complete",
-            ))
+            Err(crate::http::ended_early())
         }
     }
 }

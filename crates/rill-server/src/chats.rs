@@ -331,17 +331,41 @@ async fn answer(
     style: Style,
     sent: Sent,
 ) -> Result<Response, ApiError> {
-    let assistant_id = sent.assistant_message.id.clone();
-    if style == Style::Accepted {
-        let body = json!({
-            "user_message": MessageView::from(&sent.user_message),
-            "assistant_message": MessageView::from(&sent.assistant_message),
-            "events_url": format!("/api/chats/{chat_id}/events"),
-        });
-        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    match style {
+        Style::Accepted => {
+            let body = json!({
+                "user_message": MessageView::from(&sent.user_message),
+                "assistant_message": MessageView::from(&sent.assistant_message),
+                "events_url": format!("/api/chats/{chat_id}/events"),
+            });
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
+        Style::Sse => {
+            let exchange = open_exchange(state, chat_id, &sent).await?;
+            Ok(sse::response(state, principal, exchange.map(|f| f.bytes)))
+        }
+        Style::Plain => {
+            let exchange = open_exchange(state, chat_id, &sent).await?;
+            let text = exchange.filter_map(|f| async move { f.delta_text.map(Bytes::from) });
+            let body = Body::from_stream(text.map(Ok::<_, std::convert::Infallible>));
+            Ok(Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header(header::CACHE_CONTROL, "no-cache, no-transform")
+                .header("x-accel-buffering", "no")
+                .header("x-rill-message-id", sent.assistant_message.id.as_str())
+                .body(body)
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+        }
     }
-    // Replay the exchange from the log from just before its first event: nothing published
-    // between the POST and this stream opening can be missed.
+}
+
+/// The exchange's events, replayed from the log from just before its first one: nothing
+/// published between the POST and this stream opening can be missed.
+async fn open_exchange(
+    state: &AppState,
+    chat_id: &str,
+    sent: &Sent,
+) -> Result<impl futures::Stream<Item = Frame> + Send + use<>, ApiError> {
     let topic = Topic::for_chat(chat_id);
     let stream = state
         .hub
@@ -354,22 +378,7 @@ async fn answer(
         })
         .await
         .map_err(ChatError::from)?;
-    let exchange = exchange_frames(stream, assistant_id);
-    match style {
-        Style::Sse => Ok(sse::response(state, principal, exchange.map(|f| f.bytes))),
-        Style::Plain => {
-            let text = exchange.filter_map(|f| async move { f.delta_text.map(Bytes::from) });
-            let body = Body::from_stream(text.map(Ok::<_, std::convert::Infallible>));
-            Ok(Response::builder()
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .header(header::CACHE_CONTROL, "no-cache, no-transform")
-                .header("x-accel-buffering", "no")
-                .header("x-rill-message-id", sent.assistant_message.id.as_str())
-                .body(body)
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
-        }
-        Style::Accepted => unreachable!("answered above"),
-    }
+    Ok(exchange_frames(stream, sent.assistant_message.id.clone()))
 }
 
 /// One SSE event of an exchange stream, with the answer's text when it is a delta of it.

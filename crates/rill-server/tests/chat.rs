@@ -120,6 +120,17 @@ impl ChatServer {
             .to_owned()
     }
 
+    /// Sends `content` asking for the answer as `accept`; returns the raw response.
+    async fn post_accepting(&self, chat: &str, accept: &str, content: &str) -> reqwest::Response {
+        self.client()
+            .post(self.url(&format!("/api/chats/{chat}/messages")))
+            .header("accept", accept)
+            .json(&json!({ "content": content }))
+            .send()
+            .await
+            .expect("post")
+    }
+
     async fn messages(&self, chat: &str) -> Vec<Value> {
         let mut all = Vec::new();
         let mut before: Option<String> = None;
@@ -484,13 +495,8 @@ async fn subscribers_agree_and_the_three_styles_store_the_same_message() {
     let chat = server.create_chat("openai").await;
     fake.push(Reply::tokens(tokens).split_every(3));
     let response = server
-        .client()
-        .post(server.url(&format!("/api/chats/{chat}/messages")))
-        .header("accept", "text/event-stream")
-        .json(&json!({ "content": "hello" }))
-        .send()
-        .await
-        .expect("post");
+        .post_accepting(&chat, "text/event-stream", "hello")
+        .await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -522,14 +528,7 @@ async fn subscribers_agree_and_the_three_styles_store_the_same_message() {
     // POST with Accept: text/plain: only the text.
     let chat = server.create_chat("openai").await;
     fake.push(Reply::tokens(tokens).split_every(3));
-    let response = server
-        .client()
-        .post(server.url(&format!("/api/chats/{chat}/messages")))
-        .header("accept", "text/plain")
-        .json(&json!({ "content": "hello" }))
-        .send()
-        .await
-        .expect("post");
+    let response = server.post_accepting(&chat, "text/plain", "hello").await;
     assert_eq!(response.status(), 200);
     let id = response.headers()["x-rill-message-id"]
         .to_str()
