@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod chat;
 pub mod cursor;
+pub mod once;
 pub mod provider;
 pub mod store;
 pub mod topic;
@@ -16,6 +17,7 @@ pub use broker::{
     Attachment, Broker, BrokerError, Event, LogRead, NewEvent, Published, ResetReason, Sink,
 };
 pub use cursor::{Epoch, StreamCursor};
+pub use once::SpentSet;
 pub use provider::{
     BotConfig, CompletionRequest, CompletionStream, PromptMessage, Provider, ProviderError,
     ProviderErrorKind, ProviderEvent, ProviderKind,
