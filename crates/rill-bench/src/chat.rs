@@ -269,7 +269,8 @@ async fn exchange(
                 return;
             };
             match event.event {
-                "message.delta" => {
+                // The first token of any kind: the demo model reasons before it answers.
+                "message.delta" | "message.reasoning.delta" | "message.tool_input.delta" => {
                     first_token.get_or_insert_with(|| start.elapsed());
                 }
                 "message.completed" => {
@@ -304,27 +305,22 @@ async fn baseline_exchange(provider: &DemoProvider, content: &str) -> Option<Exc
     let start = Instant::now();
     let request = CompletionRequest {
         model: "demo".to_owned(),
-        system: None,
-        messages: vec![PromptMessage {
-            role: Role::User,
-            content: content.to_owned(),
-        }],
-        temperature: None,
-        max_tokens: None,
+        messages: vec![PromptMessage::text(Role::User, content)],
+        ..CompletionRequest::default()
     };
     let mut stream = provider.stream(request).await.ok()?;
     let mut first_token = None;
     let mut tokens = 0;
     while let Some(item) = stream.next().await {
         match item.ok()? {
-            ProviderEvent::Delta(_) => {
-                first_token.get_or_insert_with(|| start.elapsed());
-                tokens += 1;
-            }
             ProviderEvent::Finish { usage, .. } => {
                 if let Some(usage) = usage {
                     tokens = usage.output_tokens;
                 }
+            }
+            _ => {
+                first_token.get_or_insert_with(|| start.elapsed());
+                tokens += 1;
             }
         }
     }

@@ -26,13 +26,20 @@ pub(crate) fn fit_history(history: &[Message], budget_chars: usize) -> Vec<Promp
             continue;
         }
         let cost = m.content.chars().count();
-        if !picked.is_empty() && used + cost > budget_chars {
+        if !picked.is_empty() && used.saturating_add(cost) > budget_chars {
             break;
         }
-        used += cost;
+        used = used.saturating_add(cost);
+        // Every part goes: each provider's encoder keeps what its API takes back (Anthropic
+        // thinking blocks with their signatures, tool calls with their results).
+        let parts = if m.parts.is_empty() {
+            vec![rill_core::chat::Part::text(m.content.clone())]
+        } else {
+            m.parts.clone()
+        };
         picked.push(PromptMessage {
             role: m.role,
-            content: m.content.clone(),
+            parts,
         });
     }
     picked.reverse();
@@ -50,6 +57,7 @@ mod tests {
             seq: 0,
             role,
             content: content.to_owned(),
+            parts: Vec::new(),
             status,
             finish_reason: None,
             usage: None,
@@ -75,12 +83,12 @@ mod tests {
         ];
         let got: Vec<String> = fit_history(&history, 8)
             .into_iter()
-            .map(|m| m.content)
+            .map(|m| m.content())
             .collect();
         assert_eq!(got, ["bbbb", "cc", "dd"]);
         let got: Vec<String> = fit_history(&history, 1)
             .into_iter()
-            .map(|m| m.content)
+            .map(|m| m.content())
             .collect();
         assert_eq!(got, ["dd"], "the question is kept even over budget");
     }

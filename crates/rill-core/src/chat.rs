@@ -1,8 +1,11 @@
-//! Chats, messages and the history cursor: the data model of chat streaming.
+//! Chats, messages and their parts, and the history cursor: the canonical data model of chat
+//! streaming. Every wire dialect (rill's own chat events, the AI SDK's UI message stream,
+//! OpenAI's chunks and Responses events, Anthropic's events) translates to and from these types.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +89,83 @@ impl fmt::Display for MessageStatus {
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `output_tokens`, those spent reasoning, when the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+}
+
+/// One part of a message. A message is an ordered list of parts; a part's id within its message
+/// is its index in that list, stable because parts are only ever appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    /// Answer text. A message's `content` is the concatenation of its text parts.
+    Text { text: String },
+    /// The model's reasoning ("thinking"), shown apart from the answer.
+    Reasoning {
+        text: String,
+        /// Provider metadata that must go back with the reasoning in later requests
+        /// (Anthropic's `signature`, which authenticates a thinking block).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+        /// Reasoning the provider keeps opaque (Anthropic `redacted_thinking`, OpenRouter
+        /// `reasoning.encrypted`): the blob is kept as is and sent back, never shown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        redacted: Option<String>,
+    },
+    /// A call of a tool by the model, with its result when the upstream supplies one.
+    ToolCall {
+        /// The provider's call id (`call_...`, `toolu_...`), which a result refers to.
+        id: String,
+        name: String,
+        /// The arguments as the model streamed them (JSON text, possibly incomplete while
+        /// streaming).
+        input_text: String,
+        /// The arguments parsed, once complete; `None` while streaming or when the model sent
+        /// text that is not JSON.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<Value>,
+        /// The tool's result, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        /// The tool's failure, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A source the answer cites.
+    Source {
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+    },
+}
+
+impl Part {
+    /// The kind as named on the wire (`text`, `reasoning`, `tool_call`, `source`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Part::Text { .. } => "text",
+            Part::Reasoning { .. } => "reasoning",
+            Part::ToolCall { .. } => "tool_call",
+            Part::Source { .. } => "source",
+        }
+    }
+
+    /// A text part.
+    pub fn text(text: impl Into<String>) -> Self {
+        Part::Text { text: text.into() }
+    }
+}
+
+/// The concatenated text of `parts`: what `content` holds.
+pub fn text_of(parts: &[Part]) -> String {
+    let mut text = String::new();
+    for part in parts {
+        if let Part::Text { text: t } = part {
+            text.push_str(t);
+        }
+    }
+    text
 }
 
 /// A conversation of one user with one bot.
@@ -113,7 +193,11 @@ pub struct Message {
     #[serde(skip)]
     pub seq: i64,
     pub role: Role,
+    /// The concatenated text of the text parts: what clients that know only text show.
     pub content: String,
+    /// Every part, in order (text, reasoning, tool calls, sources).
+    #[serde(default)]
+    pub parts: Vec<Part>,
     pub status: MessageStatus,
     /// The provider's reason (`stop`, `length`, ...), or rill's (`stopped`, `error`, `interrupted`).
     pub finish_reason: Option<String>,
@@ -136,6 +220,9 @@ pub struct NewMessage {
     pub status: MessageStatus,
     pub bot_id: Option<String>,
     pub model: Option<String>,
+    /// A key the client chose for this message (`Idempotency-Key`, or the id an AI SDK client
+    /// gave it): unique within the chat, so a repeated request finds the first one's message.
+    pub client_key: Option<String>,
 }
 
 /// How a generation ended, written once when it does.
@@ -143,6 +230,7 @@ pub struct NewMessage {
 pub struct Outcome {
     pub status: MessageStatus,
     pub content: String,
+    pub parts: Vec<Part>,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub error: Option<String>,

@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod once;
 pub mod provider;
 pub mod store;
+pub mod stream;
 pub mod topic;
 
 pub use broker::{
@@ -20,7 +21,8 @@ pub use cursor::{Epoch, StreamCursor};
 pub use once::SpentSet;
 pub use provider::{
     BotConfig, CompletionRequest, CompletionStream, PromptMessage, Provider, ProviderError,
-    ProviderErrorKind, ProviderEvent, ProviderKind,
+    ProviderErrorKind, ProviderEvent, ProviderKind, RequestContext, ToolChoice, ToolSpec,
 };
 pub use store::{Store, StoreError};
+pub use stream::{Coalesce, Encoder, Flow, PreludeEvent, Start, StreamRequest, WhenFull, Wire};
 pub use topic::{Topic, TopicError};

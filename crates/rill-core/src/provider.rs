@@ -4,18 +4,67 @@ use std::pin::Pin;
 
 use futures_core::Stream;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::chat::{Role, Usage};
+use crate::chat::{Part, Role, Usage, text_of};
 
-/// One message of the prompt.
+/// One message of the prompt, in the canonical model: its parts. An assistant message carries
+/// its reasoning (with signatures) and its tool calls with their results; each provider's
+/// encoder spreads them into its own shape (OpenAI `tool_calls` plus `tool` messages,
+/// Anthropic `thinking`/`tool_use` blocks plus `tool_result` blocks).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptMessage {
     pub role: Role,
-    pub content: String,
+    pub parts: Vec<Part>,
+}
+
+impl PromptMessage {
+    /// A message of one text part.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        PromptMessage {
+            role,
+            parts: vec![Part::text(text)],
+        }
+    }
+
+    /// The concatenated text of the text parts.
+    pub fn content(&self) -> String {
+        text_of(&self.parts)
+    }
+}
+
+/// A tool the model may call, in the canonical shape (each provider's encoder renames the
+/// fields: OpenAI `function.parameters`, Anthropic `input_schema`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON Schema of the arguments.
+    pub parameters: Value,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Tool(String),
+}
+
+/// Who asks, for upstreams that want to know (an app's own route behind rill).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    pub user_id: Option<String>,
+    pub chat_id: Option<String>,
+    /// The id of the assistant message being generated.
+    pub message_id: Option<String>,
 }
 
 /// What to ask the model.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CompletionRequest {
     pub model: String,
     pub system: Option<String>,
@@ -23,13 +72,41 @@ pub struct CompletionRequest {
     pub messages: Vec<PromptMessage>,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
+    /// Sequences that end the answer, for providers that take them.
+    pub stop: Vec<String>,
+    /// Tools the model may call (passed through; rill runs none itself).
+    pub tools: Vec<ToolSpec>,
+    pub tool_choice: Option<ToolChoice>,
+    pub context: RequestContext,
 }
 
-/// What a completion stream yields.
+/// What a completion stream yields: the canonical events every provider's decoder produces,
+/// whatever its wire names them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProviderEvent {
     /// More text of the answer (never empty).
-    Delta(String),
+    Text(String),
+    /// More reasoning text (never empty).
+    Reasoning(String),
+    /// The signature of the reasoning just streamed (replaces any earlier one).
+    ReasoningSignature(String),
+    /// A whole reasoning block the provider keeps opaque.
+    RedactedReasoning(String),
+    /// A tool call begins. `key` tells the calls of one answer apart (decoders assign it; a
+    /// provider's own index may be reused, as Ollama does for parallel calls).
+    ToolCallStart { key: u32, id: String, name: String },
+    /// More argument text of the call `key`.
+    ToolCallInput { key: u32, text: String },
+    /// The arguments of the call `key` are complete.
+    ToolCallEnd { key: u32 },
+    /// The result of the call with provider id `id`, when the upstream runs the tool.
+    ToolResult {
+        id: String,
+        output: Option<Value>,
+        error: Option<String>,
+    },
+    /// A cited source.
+    Source { url: String, title: Option<String> },
     /// The model finished; the last item of a successful stream.
     Finish {
         reason: Option<String>,

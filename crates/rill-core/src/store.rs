@@ -4,7 +4,8 @@
 //! Ownership is part of every query: a chat of another user is reported exactly like a chat that
 //! does not exist, so the HTTP layer answers 404 without ever learning it exists.
 
-use crate::chat::{Chat, Message, NewMessage, Outcome, Page, PageCursor};
+use crate::Epoch;
+use crate::chat::{Chat, Message, NewMessage, Outcome, Page, PageCursor, Part};
 
 /// What can go wrong in storage.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,9 @@ pub enum StoreError {
     /// The chat already has a message `streaming` (one generation at a time per chat): 409.
     #[error("a generation is already running in this chat")]
     Busy,
+    /// The chat already has a message with this client key (a repeated request).
+    #[error("a message with this client key exists")]
+    DuplicateKey,
     /// The chat or message does not exist (or is not the caller's).
     #[error("not found")]
     NotFound,
@@ -49,7 +53,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_message(&self, message: NewMessage) -> Result<Message, StoreError>;
 
     /// Inserts the user message and the assistant's `Streaming` placeholder in one transaction:
-    /// either both exist or neither (and [`StoreError::Busy`] if a generation is running).
+    /// either both exist or neither ([`StoreError::Busy`] if a generation is running,
+    /// [`StoreError::DuplicateKey`] if the chat has a message with the user message's key).
     async fn insert_exchange(
         &self,
         user: NewMessage,
@@ -58,6 +63,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// A message by id (no ownership check: callers reach messages through an owned chat).
     async fn get_message(&self, message_id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// The message of `chat_id` whose client key is `key`, and the first assistant message
+    /// after it (its answer), if any.
+    async fn find_by_client_key(
+        &self,
+        chat_id: &str,
+        key: &str,
+    ) -> Result<Option<(Message, Option<Message>)>, StoreError>;
+
+    /// Records where the exchange of assistant message `message_id` starts in its chat's log:
+    /// replaying after `after` in `epoch` yields the exchange's events.
+    async fn set_exchange_start(
+        &self,
+        message_id: &str,
+        epoch: &Epoch,
+        after: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Where the exchange of an assistant message starts, if recorded (see
+    /// [`Store::set_exchange_start`]).
+    async fn exchange_start(&self, message_id: &str) -> Result<Option<(Epoch, u64)>, StoreError>;
 
     /// History: one page of the chat's messages, oldest to newest within the page, strictly
     /// older than `before` when given; `next_before` points at the next older page.
@@ -68,12 +94,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Page<Message>, StoreError>;
 
-    /// Saves the text of a `Streaming` message so far, and the broker offset of the last event
-    /// it includes. Ignored when the message is no longer `Streaming`.
+    /// Saves the parts of a `Streaming` message so far (and their text as `content`), and the
+    /// broker offset of the last event they include. Ignored when the message is no longer
+    /// `Streaming`.
     async fn checkpoint(
         &self,
         message_id: &str,
         content: &str,
+        parts: &[Part],
         offset: u64,
     ) -> Result<(), StoreError>;
 

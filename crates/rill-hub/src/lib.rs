@@ -4,9 +4,14 @@
 //! - [`MemoryBroker`]: the default [`rill_core::Broker`]: per-topic logs in memory with
 //!   [`Retention`] by count and age, live fan-out, no global lock on the publish path.
 //! - [`Hub`]: a broker plus the session logic. [`Hub::open`] turns a [`StreamRequest`] (topics,
-//!   a [`Start`], a [`Wire`] style, a [`WhenFull`] policy and an optional prelude) into a
-//!   [`HubStream`] whose [`HubStream::next`] yields ready-to-write SSE chunks: exact resume from a
-//!   `Last-Event-ID`, `event: reset` where exactness is impossible, then live events.
+//!   a [`Start`], a [`Wire`] style or a face's [`rill_core::Encoder`], a [`WhenFull`] policy, an
+//!   optional prelude and an optional [`rill_core::Coalesce`]) into a [`HubStream`] whose
+//!   [`HubStream::next`] yields ready-to-write chunks: exact resume from a `Last-Event-ID`,
+//!   `event: reset` where exactness is impossible, then live events.
+//!
+//! The hub knows no chat: it moves events by offset. What a chat event means, how runs of
+//! deltas merge and how a face writes them are the chat protocol's business (`rill-chat`),
+//! handed in through the request.
 //!
 //! The HTTP layer adds the transport concerns (headers, `retry:`, heartbeats, shutdown); see
 //! `rill-server`'s `sse` module. A chat handler opens its stream like this:
@@ -21,8 +26,9 @@
 //!         // Continue strictly after the offset the snapshot was computed at.
 //!         start: Start::After(vec![(topic, offset)]),
 //!         wire: Wire::Raw,
-//!         when_full: WhenFull::MergeDeltas,
+//!         when_full: WhenFull::Resync,
 //!         prelude: vec![PreludeEvent { event: "snapshot".into(), data: snapshot_json }],
+//!         coalesce: None,
 //!     })
 //!     .await?;
 //! while let Some(chunk) = stream.next().await {
@@ -39,8 +45,8 @@ mod stream;
 
 pub use memory::{MemoryBroker, Retention};
 pub use metrics::{HubMetrics, MetricsSnapshot};
-pub use queue::{DELTA_EVENT, WhenFull};
-pub use stream::{Hub, HubConfig, HubStream, PreludeEvent, Start, StreamRequest, Wire};
+pub use rill_core::{PreludeEvent, Start, StreamRequest, WhenFull, Wire};
+pub use stream::{Hub, HubConfig, HubStream};
 
 #[cfg(test)]
 mod tests;

@@ -23,12 +23,20 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use rill_core::cursor::topic_set_hash;
 use rill_core::{
-    Attachment, Broker, BrokerError, Epoch, Event, NewEvent, Published, ResetReason, StreamCursor,
-    Topic,
+    Attachment, Broker, BrokerError, Coalesce, Encoder, Epoch, Event, Flow, NewEvent, PreludeEvent,
+    Published, ResetReason, Start, StreamCursor, StreamRequest, Topic, Wire,
 };
 
 use crate::metrics::HubMetrics;
-use crate::queue::{Item, Queue, TopicSink, WhenFull};
+use crate::queue::{Item, Queue, TopicSink};
+
+/// How a session writes its events: one of the built-in SSE styles, whose frames are cached in
+/// [`Event::frames`] and shared by every subscriber, or a face's own encoder.
+enum Writer {
+    /// `Wire::Topics` (0) or `Wire::Raw` (1): the index of the frame cache.
+    Sse(usize),
+    Custom(Box<dyn Encoder>),
+}
 
 /// Settings of the hub's sessions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,62 +52,6 @@ impl Default for HubConfig {
         HubConfig {
             queue_capacity: 512,
             replay_batch: 256,
-        }
-    }
-}
-
-/// How events are shown in `data:`. Also the index of the frame cache in [`Event::frames`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wire {
-    /// Topic streams: `data` is the envelope `{"topic":"<name>","data":<published JSON>}`.
-    Topics = 0,
-    /// Chat streams: `data` is the published JSON itself.
-    Raw = 1,
-}
-
-/// Where a stream starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Start {
-    /// At each topic's head when the stream opens: only events published from then on.
-    Live,
-    /// From a `Last-Event-ID` sent by the client (header or query). An empty string means
-    /// [`Start::Live`]; an id that is not ours, of another topic set or another epoch gives
-    /// `event: reset` for each topic and continues live.
-    LastEventId(String),
-    /// Strictly after the given offsets (topics not listed start live). The chat engine uses
-    /// this after a snapshot computed at an offset, sent as a [`PreludeEvent`].
-    After(Vec<(Topic, u64)>),
-}
-
-/// An event written first, before anything from the log or the live feed, with the id of the
-/// stream's starting position (e.g. the chat engine's `snapshot`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PreludeEvent {
-    pub event: String,
-    /// JSON text, written as is (no envelope, whatever the wire style).
-    pub data: String,
-}
-
-/// What to open: a set of topics, a start, a wire style, a full-queue policy, a prelude.
-#[derive(Clone, Debug)]
-pub struct StreamRequest {
-    /// The topics; the hub sorts them and drops duplicates (the cursor lists them sorted).
-    pub topics: Vec<Topic>,
-    pub start: Start,
-    pub wire: Wire,
-    pub when_full: WhenFull,
-    pub prelude: Vec<PreludeEvent>,
-}
-
-impl StreamRequest {
-    /// A topics stream: envelope data, [`WhenFull::Disconnect`], no prelude.
-    pub fn topics(topics: Vec<Topic>, start: Start) -> Self {
-        StreamRequest {
-            topics,
-            start,
-            wire: Wire::Topics,
-            when_full: WhenFull::Disconnect,
-            prelude: Vec::new(),
         }
     }
 }
@@ -175,6 +127,11 @@ impl Hub {
             request.when_full,
             self.metrics.clone(),
         );
+        let writer = match request.wire {
+            Wire::Topics => Writer::Sse(0),
+            Wire::Raw => Writer::Sse(1),
+            Wire::Custom(encoder) => Writer::Custom(encoder),
+        };
         let mut attachments = Vec::with_capacity(topics.len());
         for (idx, topic) in topics.iter().enumerate() {
             let sink = Arc::new(TopicSink {
@@ -237,7 +194,8 @@ impl Hub {
             positions,
             catch,
             catching_up,
-            wire: request.wire,
+            writer,
+            coalesce: request.coalesce,
             replay_batch: self.config.replay_batch.max(1),
             prelude: request.prelude,
             pending: VecDeque::new(),
@@ -245,6 +203,7 @@ impl Hub {
             id_buf: String::new(),
             data_buf: String::new(),
             ended: false,
+            aborted: false,
         })
     }
 }
@@ -290,7 +249,9 @@ pub struct HubStream {
     catch: Vec<Catch>,
     /// Mirrors the queue's flag, to tell it only when it changes.
     catching_up: bool,
-    wire: Wire,
+    writer: Writer,
+    /// Merges runs of events read from the log (chat deltas), in this task.
+    coalesce: Option<Arc<dyn Coalesce>>,
     replay_batch: usize,
     prelude: Vec<PreludeEvent>,
     /// Items taken from the queue (kept here so a cancelled `next` loses nothing, and so the
@@ -300,7 +261,10 @@ pub struct HubStream {
     out: Vec<u8>,
     id_buf: String,
     data_buf: String,
+    /// The stream is over: after its final event, or when its encoder ended it.
     ended: bool,
+    /// The encoder ended it as broken ([`Flow::Abort`]).
+    aborted: bool,
 }
 
 impl std::fmt::Debug for HubStream {
@@ -324,6 +288,12 @@ impl HubStream {
         &self.topics
     }
 
+    /// Whether the stream ended as broken (its encoder returned [`Flow::Abort`]): the caller
+    /// cuts the response off instead of finishing it. Meaningful once `next` returned `None`.
+    pub fn aborted(&self) -> bool {
+        self.aborted
+    }
+
     /// The id of the stream's current position (what the last written event carried).
     pub fn cursor(&self) -> String {
         StreamCursor {
@@ -343,10 +313,16 @@ impl HubStream {
     pub async fn next(&mut self) -> Option<Bytes> {
         loop {
             if self.ended {
+                if !self.out.is_empty() {
+                    return Some(self.flush());
+                }
                 return None;
             }
             if !self.prelude.is_empty() {
                 self.write_prelude();
+                if self.ended {
+                    continue;
+                }
             }
             // Replay and resets, one log read at a time so a long replay goes out in chunks.
             if let Some(idx) = self.catch.iter().position(|c| *c != Catch::Live) {
@@ -389,7 +365,7 @@ impl HubStream {
             if !self.out.is_empty() {
                 return Some(self.flush());
             }
-            if self.catching_up {
+            if self.catching_up || self.ended {
                 continue;
             }
             self.queue.wait().await;
@@ -415,13 +391,48 @@ impl HubStream {
         let prelude = std::mem::take(&mut self.prelude);
         self.fill_id();
         for p in &prelude {
-            encode(&mut self.out, Some(&self.id_buf), &p.event, &p.data);
+            if self.ended {
+                break;
+            }
+            match &mut self.writer {
+                Writer::Sse(_) => encode(&mut self.out, Some(&self.id_buf), &p.event, &p.data),
+                Writer::Custom(encoder) => {
+                    let flow = encoder.event(
+                        &p.event,
+                        p.data.as_bytes(),
+                        Some(&self.id_buf),
+                        &mut self.out,
+                    );
+                    self.on_flow(flow);
+                }
+            }
         }
     }
 
     fn write_error(&mut self, code: &str, message: &str) {
         let data = serde_json::json!({ "code": code, "message": message }).to_string();
-        encode(&mut self.out, None, "error", &data);
+        match &mut self.writer {
+            Writer::Sse(_) => encode(&mut self.out, None, "error", &data),
+            Writer::Custom(encoder) => {
+                // The stream ends after its error whatever the encoder says; an encoder that
+                // asks to cut it off is heard.
+                if encoder.event("error", data.as_bytes(), None, &mut self.out) == Flow::Abort {
+                    self.aborted = true;
+                }
+            }
+        }
+    }
+
+    /// What an encoder said after an event.
+    fn on_flow(&mut self, flow: Flow) {
+        match flow {
+            Flow::Continue => {}
+            Flow::End => self.ended = true,
+            Flow::Abort => {
+                self.ended = true;
+                self.aborted = true;
+            }
+        }
     }
 
     /// One step of catching up topic `idx`.
@@ -459,7 +470,14 @@ impl HubStream {
                 }
                 let mut replayed = 0;
                 let done = read.events.len() < self.replay_batch;
-                for event in &read.events {
+                let mut events = read.events;
+                if let Some(coalesce) = &self.coalesce {
+                    coalesce.coalesce(&mut events);
+                }
+                for event in &events {
+                    if self.ended {
+                        break;
+                    }
                     if event.offset > self.positions[idx] {
                         self.write_event(idx, event);
                         replayed += 1;
@@ -489,6 +507,10 @@ impl HubStream {
     fn write_pending(&mut self) {
         let mut delivered = 0;
         while let Some(item) = self.pending.pop_front() {
+            if self.ended {
+                self.pending.clear();
+                break;
+            }
             let idx = item.idx;
             if self.catch[idx] != Catch::Live {
                 // A log read is due for this topic; it will cover this event.
@@ -498,9 +520,8 @@ impl HubStream {
             if item.event.offset <= pos {
                 continue; // already written (replayed, or before this stream's start)
             }
-            if item.from != pos + 1 {
-                // A gap (events the live feed skipped), or merged deltas that overlap what was
-                // already written: the log has the exact events.
+            if item.event.offset != pos.saturating_add(1) {
+                // A gap (events the live feed skipped): the log has the exact events.
                 self.catch[idx] = Catch::Read;
                 continue;
             }
@@ -522,12 +543,24 @@ impl HubStream {
 
     fn write_event(&mut self, idx: usize, event: &Arc<Event>) {
         self.positions[idx] = event.offset;
-        let wire = self.wire;
+        let wire = match &mut self.writer {
+            Writer::Sse(wire) => *wire,
+            Writer::Custom(_) => {
+                self.fill_id();
+                let Writer::Custom(encoder) = &mut self.writer else {
+                    return;
+                };
+                let flow =
+                    encoder.event(&event.name, &event.data, Some(&self.id_buf), &mut self.out);
+                self.on_flow(flow);
+                return;
+            }
+        };
         if self.topics.len() == 1 {
             // Every single-topic stream of this topic writes the very same bytes for this
             // event, id included: encode once, share with all of them.
             let prefix = &self.id_prefix;
-            let frame = event.frames[wire as usize].get_or_init(|| {
+            let frame = event.frames[wire].get_or_init(|| {
                 let mut frame =
                     Vec::with_capacity(event.data.len() + 64 + event.topic.as_str().len());
                 let id = format!("{prefix}.{}", event.offset);
@@ -558,17 +591,24 @@ impl HubStream {
             self.topics[idx],
             reason.as_str()
         );
-        encode(&mut self.out, Some(&self.id_buf), "reset", &data);
+        match &mut self.writer {
+            Writer::Sse(_) => encode(&mut self.out, Some(&self.id_buf), "reset", &data),
+            Writer::Custom(encoder) => {
+                let flow =
+                    encoder.event("reset", data.as_bytes(), Some(&self.id_buf), &mut self.out);
+                self.on_flow(flow);
+            }
+        }
     }
 }
 
-/// The `data:` of an event in a wire style. Topic names need no JSON escaping (their charset
-/// has no quote, backslash or control character).
-fn event_data(out: &mut String, wire: Wire, event: &Event) {
+/// The `data:` of an event in a built-in wire style (0: topics envelope, 1: raw). Topic names
+/// need no JSON escaping (their charset has no quote, backslash or control character).
+fn event_data(out: &mut String, wire: usize, event: &Event) {
     let data = String::from_utf8_lossy(&event.data);
     match wire {
-        Wire::Raw => out.push_str(&data),
-        Wire::Topics => {
+        1 => out.push_str(&data),
+        _ => {
             out.reserve(data.len() + event.topic.as_str().len() + 20);
             out.push_str(r#"{"topic":""#);
             out.push_str(event.topic.as_str());

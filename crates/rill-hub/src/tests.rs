@@ -361,8 +361,50 @@ async fn lag_during_replay_rereads_the_log() {
     assert_eq!(hub.metrics().snapshot().slow_consumers_dropped, 0);
 }
 
+/// A coalescer for these tests: merges runs of events named `d` by concatenating their data
+/// (the hub only hands it batches; what merging means is the caller's business).
+struct Concat;
+
+impl rill_core::Coalesce for Concat {
+    fn coalesce(&self, events: &mut Vec<Arc<rill_core::Event>>) {
+        let mut out: Vec<Arc<rill_core::Event>> = Vec::new();
+        for e in events.drain(..) {
+            match out.last() {
+                Some(last) if &*last.name == "d" && &*e.name == "d" => {
+                    let mut data = last.data.to_vec();
+                    data.extend_from_slice(&e.data);
+                    let merged = rill_core::Event::new(
+                        e.topic.clone(),
+                        e.offset,
+                        e.name.clone(),
+                        Bytes::from(data),
+                        e.time_ms,
+                    );
+                    *out.last_mut().unwrap() = Arc::new(merged);
+                }
+                _ => out.push(e),
+            }
+        }
+        *events = out;
+    }
+}
+
+async fn publish_d(hub: &Hub, t: &Topic, range: std::ops::RangeInclusive<u64>) {
+    for i in range {
+        hub.publish(
+            t,
+            NewEvent {
+                name: Arc::from("d"),
+                data: Bytes::from(i.to_string()),
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
 #[tokio::test]
-async fn chat_style_prelude_then_strictly_after() {
+async fn prelude_then_strictly_after_and_a_slow_reader_resyncs_merged() {
     let hub = hub_with(
         Retention::default(),
         HubConfig {
@@ -371,59 +413,140 @@ async fn chat_style_prelude_then_strictly_after() {
         },
     );
     let t = Topic::for_chat("c1");
-    for i in 1..=3 {
-        hub.publish(
-            &t,
-            NewEvent {
-                name: Arc::from("message.delta"),
-                data: Bytes::from(format!(r#"{{"message_id":"m","text":"{i}"}}"#)),
-            },
-        )
-        .await
-        .unwrap();
-    }
+    publish_d(&hub, &t, 1..=3).await;
     let mut s = hub
         .open(StreamRequest {
             topics: vec![t.clone()],
             start: Start::After(vec![(t.clone(), 2)]),
             wire: Wire::Raw,
-            when_full: WhenFull::MergeDeltas,
+            when_full: WhenFull::Resync,
             prelude: vec![PreludeEvent {
                 event: "snapshot".into(),
-                data: r#"{"text":"12"}"#.into(),
+                data: "12".into(),
             }],
+            coalesce: Some(Arc::new(Concat)),
         })
         .await
         .unwrap();
     let got = events(&mut s, &mut Parser::new(), 2).await;
     assert_eq!(got[0].event, "snapshot");
     assert!(got[0].id.ends_with(".2"));
-    assert_eq!(got[1].data, r#"{"message_id":"m","text":"3"}"#);
-    // A burst larger than the queue merges instead of dropping the reader.
-    for i in 4..=9 {
+    assert_eq!(got[1].data, "3");
+    // A burst larger than the queue is read back from the log, merged, instead of dropping
+    // the reader.
+    publish_d(&hub, &t, 4..=9).await;
+    let mut text = String::new();
+    let mut p = Parser::new();
+    let mut last_id = String::new();
+    let mut n = 0;
+    while !text.ends_with('9') {
+        for e in events(&mut s, &mut p, 1).await {
+            text.push_str(&e.data);
+            last_id = e.id;
+            n += 1;
+        }
+    }
+    assert_eq!(text, "456789");
+    assert!(n < 6, "the resynced events are merged ({n} events)");
+    assert!(last_id.ends_with(".9"));
+    assert_eq!(hub.metrics().snapshot().slow_consumers_dropped, 0);
+}
+
+/// An encoder for these tests: `<name>=<data>;` per event; ends after `end`, cuts off at `cut`.
+struct Plain;
+
+impl rill_core::Encoder for Plain {
+    fn event(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        _id: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> rill_core::Flow {
+        if name == "quiet-end" {
+            // Ends without writing anything: the stream must still end.
+            return rill_core::Flow::End;
+        }
+        out.extend_from_slice(format!("{name}={};", String::from_utf8_lossy(data)).as_bytes());
+        match name {
+            "end" => rill_core::Flow::End,
+            "cut" => rill_core::Flow::Abort,
+            _ => rill_core::Flow::Continue,
+        }
+    }
+}
+
+async fn drain(s: &mut HubStream) -> String {
+    let mut all = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .expect("the stream ends")
+    {
+        all.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_custom_encoder_writes_every_event_and_ends_the_stream() {
+    let hub = hub_with(Retention::default(), HubConfig::default());
+    let t = topic("t");
+    for name in ["a", "end", "after"] {
         hub.publish(
             &t,
             NewEvent {
-                name: Arc::from("message.delta"),
-                data: Bytes::from(format!(r#"{{"message_id":"m","text":"{i}"}}"#)),
+                name: Arc::from(name),
+                data: Bytes::from_static(b"1"),
             },
         )
         .await
         .unwrap();
     }
-    let mut text = String::new();
-    let mut p = Parser::new();
-    let mut last_id = String::new();
-    while !text.ends_with('9') {
-        for e in events(&mut s, &mut p, 1).await {
-            let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
-            text.push_str(v["text"].as_str().unwrap());
-            last_id = e.id;
-        }
-    }
-    assert_eq!(text, "456789");
-    assert!(last_id.ends_with(".9"));
-    assert_eq!(hub.metrics().snapshot().slow_consumers_dropped, 0);
+    let open = |start| {
+        hub.open(StreamRequest {
+            topics: vec![t.clone()],
+            start,
+            wire: Wire::Custom(Box::new(Plain)),
+            when_full: WhenFull::Resync,
+            prelude: vec![PreludeEvent {
+                event: "first".into(),
+                data: "0".into(),
+            }],
+            coalesce: None,
+        })
+    };
+    let mut s = open(Start::After(vec![(t.clone(), 0)])).await.unwrap();
+    assert_eq!(drain(&mut s).await, "first=0;a=1;end=1;");
+    assert!(!s.aborted());
+
+    // Live events go through the encoder too, and `Abort` marks the stream as cut off.
+    let mut s = open(Start::Live).await.unwrap();
+    hub.publish(
+        &t,
+        NewEvent {
+            name: Arc::from("cut"),
+            data: Bytes::from_static(b"2"),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(drain(&mut s).await, "first=0;cut=2;");
+    assert!(s.aborted());
+
+    // An encoder may end the stream on an event it writes nothing for.
+    let mut s = open(Start::Live).await.unwrap();
+    assert_eq!(s.next().await.as_deref(), Some(&b"first=0;"[..]));
+    hub.publish(
+        &t,
+        NewEvent {
+            name: Arc::from("quiet-end"),
+            data: Bytes::from_static(b"3"),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(drain(&mut s).await, "");
+    assert!(!s.aborted());
 }
 
 #[tokio::test]

@@ -2,11 +2,18 @@
 //! text built from the user's last message, mixing English, Korean and emoji (so multi-byte
 //! characters cross chunk boundaries downstream) and some Markdown (a list, a table, a code
 //! block), streamed a few characters at a time at a model-like pace.
+//!
+//! So that every part of a rich answer can be seen and tested offline, it first *reasons*
+//! (a short, deterministic thought), and when the prompt mentions the weather (`weather`, or
+//! `날씨`) or starts with `/tool`, it calls a `get_weather` tool: the arguments stream as JSON
+//! fragments, the "tool" answers at once (the demo runs it itself), and the answer cites a
+//! source before the text.
 
 use std::time::Duration;
 
 use rill_core::chat::{Role, Usage};
 use rill_core::{CompletionRequest, CompletionStream, Provider, ProviderError, ProviderEvent};
+use serde_json::json;
 use tokio::time::Instant;
 
 /// How much of the user's message the answer quotes.
@@ -39,16 +46,13 @@ impl DemoProvider {
 #[async_trait::async_trait]
 impl Provider for DemoProvider {
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        let text = answer(&request);
-        let seed = fnv1a(text.as_bytes());
-        let input_tokens = estimate_tokens(&request);
+        let events = script(&request);
         let state = Tokens {
-            text,
-            position: 0,
-            rng: seed | 1,
+            events: events.into_iter(),
             emitted: 0,
+            reasoning: 0,
             max_tokens: request.max_tokens.map(u64::from),
-            input_tokens,
+            input_tokens: estimate_tokens(&request),
             next_at: Instant::now() + self.first_token_delay,
             interval: self.interval,
             paced: !self.first_token_delay.is_zero() || !self.interval.is_zero(),
@@ -64,14 +68,11 @@ impl Provider for DemoProvider {
     }
 }
 
-/// Cuts the answer into tokens of 1 to 4 characters, on the fly.
+/// Emits the script's events one token at a time.
 struct Tokens {
-    text: String,
-    /// Byte offset of the next token.
-    position: usize,
-    /// A xorshift state seeded from the answer: the same prompt gives the same tokens.
-    rng: u64,
+    events: std::vec::IntoIter<ProviderEvent>,
     emitted: u64,
+    reasoning: u64,
     max_tokens: Option<u64>,
     input_tokens: u64,
     /// When the next token is due (from the stream's start, so pacing does not drift).
@@ -89,16 +90,18 @@ impl Tokens {
             return None;
         }
         let limit_hit = self.max_tokens.is_some_and(|max| self.emitted >= max);
-        if self.position >= self.text.len() || limit_hit {
+        let next = if limit_hit { None } else { self.events.next() };
+        let Some(event) = next else {
             self.finished = true;
             return Some(ProviderEvent::Finish {
                 reason: Some(if limit_hit { "length" } else { "stop" }.to_owned()),
                 usage: Some(Usage {
                     input_tokens: self.input_tokens,
                     output_tokens: self.emitted,
+                    reasoning_tokens: Some(self.reasoning),
                 }),
             });
-        }
+        };
         if self.paced {
             tokio::time::sleep_until(self.next_at).await;
             self.next_at += self.interval;
@@ -107,19 +110,145 @@ impl Tokens {
             // should let others run: a benchmark's generations then share the workers.
             tokio::task::consume_budget().await;
         }
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let chars = 1 + (self.rng % 4) as usize;
-        let rest = &self.text[self.position..];
-        let end = rest
-            .char_indices()
-            .nth(chars)
-            .map_or(rest.len(), |(offset, _)| offset);
-        let token = rest[..end].to_owned();
-        self.position += end;
-        self.emitted += 1;
-        Some(ProviderEvent::Delta(token))
+        match &event {
+            ProviderEvent::Reasoning(_) => {
+                self.emitted += 1;
+                self.reasoning += 1;
+            }
+            ProviderEvent::Text(_) | ProviderEvent::ToolCallInput { .. } => self.emitted += 1,
+            _ => {}
+        }
+        Some(event)
+    }
+}
+
+/// The whole answer to a prompt, as provider events: reasoning, perhaps a tool call with its
+/// result and a source, then the text. The same prompt always gives the same events.
+pub(crate) fn script(request: &CompletionRequest) -> Vec<ProviderEvent> {
+    let last = last_question(request);
+    let mut cutter = Cutter::new(fnv1a(last.as_bytes()) | 1);
+    let mut events = Vec::new();
+    let topic: String = last.trim().chars().take(60).collect();
+    let topic = if topic.is_empty() {
+        "an empty message".to_owned()
+    } else {
+        format!("\"{topic}\"")
+    };
+    let thought = format!(
+        "The user wrote {topic}. I will quote it, greet them in English and Korean, and show \
+         a list, a table and a code block so every kind of Markdown streams. 한국어도 함께."
+    );
+    cutter.cut(&thought, &mut events, ProviderEvent::Reasoning);
+    let mut preface = String::new();
+    if wants_weather(&last) {
+        let city = city_of(&last);
+        let id = format!("call_demo_{:08x}", fnv1a(last.as_bytes()) as u32);
+        events.push(ProviderEvent::ToolCallStart {
+            key: 0,
+            id: id.clone(),
+            name: "get_weather".to_owned(),
+        });
+        let arguments = json!({ "city": city, "unit": "celsius" }).to_string();
+        cutter.cut(&arguments, &mut events, |text| {
+            ProviderEvent::ToolCallInput { key: 0, text }
+        });
+        events.push(ProviderEvent::ToolCallEnd { key: 0 });
+        let temperature = 12 + (fnv1a(city.as_bytes()) % 15) as i64;
+        events.push(ProviderEvent::ToolResult {
+            id,
+            output: Some(json!({
+                "city": city, "temperature": temperature, "unit": "celsius", "conditions": "clear",
+            })),
+            error: None,
+        });
+        let slug: String = city
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        events.push(ProviderEvent::Source {
+            url: format!("https://example.com/weather/{slug}"),
+            title: Some(format!("Demo weather for {city}")),
+        });
+        preface = format!(
+            "The demo weather tool says it is **{temperature} °C** and clear in {city} \
+             (오늘 날씨 맑음 ☀️).\n\n"
+        );
+    }
+    let text = format!("{preface}{}", answer(request));
+    cutter.cut(&text, &mut events, ProviderEvent::Text);
+    events
+}
+
+/// Cuts text into tokens of 1 to 4 characters with a xorshift seeded from the prompt.
+struct Cutter {
+    rng: u64,
+}
+
+impl Cutter {
+    fn new(seed: u64) -> Self {
+        Cutter { rng: seed }
+    }
+
+    fn cut(
+        &mut self,
+        text: &str,
+        out: &mut Vec<ProviderEvent>,
+        wrap: impl Fn(String) -> ProviderEvent,
+    ) {
+        let mut rest = text;
+        while !rest.is_empty() {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let chars = 1 + (self.rng % 4) as usize;
+            let end = rest
+                .char_indices()
+                .nth(chars)
+                .map_or(rest.len(), |(offset, _)| offset);
+            out.push(wrap(rest[..end].to_owned()));
+            rest = &rest[end..];
+        }
+    }
+}
+
+fn last_question(request: &CompletionRequest) -> String {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content())
+        .unwrap_or_default()
+}
+
+/// The tool's trigger: the weather asked about, or `/tool`.
+fn wants_weather(question: &str) -> bool {
+    let lower = question.to_lowercase();
+    lower.trim_start().starts_with("/tool") || lower.contains("weather") || lower.contains("날씨")
+}
+
+/// The city after "in " (up to 40 characters of letters, spaces and hyphens), else Seoul.
+fn city_of(question: &str) -> String {
+    let lower = question.to_lowercase();
+    let Some(at) = lower.find(" in ") else {
+        return "Seoul".to_owned();
+    };
+    let city: String = question[at + 4..]
+        .chars()
+        .take_while(|c| c.is_alphabetic() || *c == ' ' || *c == '-')
+        .take(40)
+        .collect();
+    let city = city.trim();
+    if city.is_empty() {
+        "Seoul".to_owned()
+    } else {
+        city.to_owned()
     }
 }
 
@@ -129,7 +258,7 @@ fn estimate_tokens(request: &CompletionRequest) -> u64 {
         + request
             .messages
             .iter()
-            .map(|m| m.content.len() + 4)
+            .map(|m| m.content().len() + 4)
             .sum::<usize>();
     (bytes as u64).div_ceil(4).max(1)
 }
@@ -158,12 +287,8 @@ const MIDDLES: [&str; 4] = [
 
 /// The answer to a prompt: the same prompt always gives the same answer.
 pub(crate) fn answer(request: &CompletionRequest) -> String {
-    let last = request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == Role::User)
-        .map_or("", |m| m.content.as_str());
+    let last = last_question(request);
+    let last = last.as_str();
     let hash = fnv1a(last.as_bytes());
     // FNV's high bits barely move when only the last byte differs: mix (splitmix64's
     // finalizer) before picking.
@@ -234,13 +359,8 @@ mod tests {
     fn request(text: &str) -> CompletionRequest {
         CompletionRequest {
             model: "demo".into(),
-            system: None,
-            messages: vec![PromptMessage {
-                role: Role::User,
-                content: text.into(),
-            }],
-            temperature: None,
-            max_tokens: None,
+            messages: vec![PromptMessage::text(Role::User, text)],
+            ..CompletionRequest::default()
         }
     }
 
@@ -253,6 +373,52 @@ mod tests {
         assert!(text.contains(&"가".repeat(QUOTE_LIMIT)));
         assert!(!text.contains(&"가".repeat(QUOTE_LIMIT + 1)));
         assert!(answer(&request("")).starts_with("> (an empty message)"));
+    }
+
+    #[test]
+    fn reasons_first_and_calls_the_weather_tool_when_asked() {
+        let plain = script(&request("hello"));
+        assert!(matches!(plain[0], ProviderEvent::Reasoning(_)));
+        assert!(
+            !plain
+                .iter()
+                .any(|e| matches!(e, ProviderEvent::ToolCallStart { .. }))
+        );
+        let weather = script(&request("What is the weather in Busan?"));
+        let start = weather
+            .iter()
+            .position(
+                |e| matches!(e, ProviderEvent::ToolCallStart { name, .. } if name == "get_weather"),
+            )
+            .unwrap();
+        assert!(matches!(
+            weather[..start].last(),
+            Some(ProviderEvent::Reasoning(_))
+        ));
+        let arguments: String = weather
+            .iter()
+            .filter_map(|e| match e {
+                ProviderEvent::ToolCallInput { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(arguments, r#"{"city":"Busan","unit":"celsius"}"#);
+        assert!(
+            weather
+                .iter()
+                .any(|e| matches!(e, ProviderEvent::ToolResult { .. }))
+        );
+        assert!(weather.iter().any(|e| matches!(e, ProviderEvent::Source { url, .. } if url == "https://example.com/weather/busan")));
+        assert!(
+            script(&request("/tool"))
+                .iter()
+                .any(|e| matches!(e, ProviderEvent::ToolCallEnd { .. }))
+        );
+        assert_eq!(
+            script(&request("weather")),
+            script(&request("weather")),
+            "deterministic"
+        );
     }
 
     #[test]

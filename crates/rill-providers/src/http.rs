@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use rill_core::{CompletionStream, ProviderError, ProviderErrorKind, ProviderEvent};
+use rill_dialects::Decoder;
 use tokio::time::{Instant, timeout_at};
 
 use crate::settings::ProviderSettings;
@@ -288,22 +289,7 @@ impl fmt::Display for ErrorChain<'_> {
 /// `{"error": "..."}` (Ollama and some proxies).
 pub(crate) fn error_message(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    error_object_message(value.get("error")?)
-}
-
-/// The message of an `error` member, object or string.
-pub(crate) fn error_object_message(error: &serde_json::Value) -> Option<String> {
-    if let Some(text) = error.as_str() {
-        return Some(text.to_owned());
-    }
-    let message = error.get("message").and_then(|m| m.as_str());
-    let kind = error.get("type").and_then(|t| t.as_str());
-    match (kind, message) {
-        (Some(kind), Some(message)) => Some(format!("{message} ({kind})")),
-        (None, Some(message)) => Some(message.to_owned()),
-        (Some(kind), None) => Some(kind.to_owned()),
-        (None, None) => None,
-    }
+    rill_dialects::error_object_message(value.get("error")?)
 }
 
 /// `Retry-After` as delay seconds or an HTTP date, or OpenAI's `retry-after-ms`.
@@ -351,22 +337,6 @@ pub(crate) fn retry_delay(
     half + Duration::from_millis(jitter(half_ms).min(half_ms))
 }
 
-/// Turns a provider's SSE events into [`ProviderEvent`]s.
-pub(crate) trait Decoder: Send + 'static {
-    /// One event of the stream. Pushes what it yields; returns `true` once the answer is
-    /// complete (a `Finish` was pushed): later events are ignored.
-    fn event(
-        &mut self,
-        name: &str,
-        data: &str,
-        out: &mut VecDeque<ProviderEvent>,
-    ) -> Result<bool, ProviderError>;
-
-    /// The body ended before [`Decoder::event`] reported completion: a `Finish` when the
-    /// upstream had clearly finished (a servers that forgets its end marker), else the error.
-    fn eof(&mut self) -> Result<ProviderEvent, ProviderError>;
-}
-
 /// Reads the body of a successful answer. Holds the response and nothing else: no task is
 /// spawned, so dropping the stream drops the response, which closes the upstream connection.
 struct Reader<D> {
@@ -381,6 +351,8 @@ struct Reader<D> {
     got_token: bool,
     complete: bool,
     bot: Arc<str>,
+    /// Scrubbed from upstream text in errors.
+    key: Option<ApiKey>,
 }
 
 /// The stream of a successful response.
@@ -401,6 +373,7 @@ pub(crate) fn read_stream<D: Decoder>(
         got_token: false,
         complete: false,
         bot: upstream.bot.clone(),
+        key: upstream.key.clone(),
     };
     Box::pin(futures::stream::unfold(reader, |mut reader| async move {
         let item = reader.next().await?;
@@ -417,7 +390,9 @@ impl<D: Decoder> Reader<D> {
                 }
                 return Some(Ok(event));
             }
-            if let Some(error) = self.failure.take() {
+            if let Some(mut error) = self.failure.take() {
+                // Decoders quote the upstream, which may echo a key.
+                error.message = scrub(&error.message, self.key.as_ref());
                 tracing::warn!(bot = %self.bot, kind = %error.kind, message = %error.message, got_token = self.got_token, "Upstream stream failed.");
                 self.response = None;
                 return Some(Err(error));
@@ -446,9 +421,8 @@ impl<D: Decoder> Reader<D> {
                 Ok(Ok(None)) => {
                     self.response = None;
                     if !self.complete {
-                        match self.decoder.eof() {
-                            Ok(event) => self.queue.push_back(event),
-                            Err(error) => self.failure = Some(error),
+                        if let Err(error) = self.decoder.eof(&mut self.queue) {
+                            self.failure = Some(error);
                         }
                         self.complete = true;
                     }
@@ -484,12 +458,13 @@ impl<D: Decoder> Reader<D> {
             }
         });
         if self.queue.len() > before {
-            // Idle is measured between tokens: only a delta resets the clock.
+            // Idle is measured between tokens: only something the model wrote resets the
+            // clock (not a keep-alive or a usage report).
             let tokens = self
                 .queue
                 .iter()
                 .skip(before)
-                .any(|e| matches!(e, ProviderEvent::Delta(_)));
+                .any(|e| !matches!(e, ProviderEvent::Finish { .. }));
             if tokens {
                 self.got_token = true;
                 self.deadline = Instant::now() + self.idle;
@@ -512,15 +487,6 @@ impl<D: Decoder> Reader<D> {
             }
         }
     }
-}
-
-/// The error of a stream that ended (cleanly, at the transport level) before the model said it
-/// was done: the answer is incomplete.
-pub(crate) fn ended_early() -> ProviderError {
-    ProviderError::new(
-        ProviderErrorKind::Protocol,
-        "the upstream stream ended before the answer was complete",
-    )
 }
 
 #[cfg(test)]

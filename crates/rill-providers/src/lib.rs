@@ -42,21 +42,28 @@ pub(crate) struct BotDefaults {
 }
 
 impl BotDefaults {
+    /// The request with the bot's values where it leaves them out.
+    pub(crate) fn apply(
+        &self,
+        mut request: rill_core::CompletionRequest,
+    ) -> rill_core::CompletionRequest {
+        if request.model.is_empty() {
+            request.model.clone_from(&self.model);
+        }
+        if request.system.as_deref().is_none_or(str::is_empty) {
+            request.system.clone_from(&self.system);
+        }
+        request.temperature = request.temperature.or(self.temperature);
+        request.max_tokens = request.max_tokens.or(self.max_tokens);
+        request
+    }
+
     fn from_bot(bot: &BotConfig) -> Self {
         BotDefaults {
             model: bot.model.clone(),
             system: bot.system_prompt.clone(),
             temperature: bot.temperature,
             max_tokens: bot.max_tokens,
-        }
-    }
-
-    /// The request's model, or the bot's when the request leaves it empty.
-    pub(crate) fn model<'a>(&'a self, requested: &'a str) -> &'a str {
-        if requested.is_empty() {
-            &self.model
-        } else {
-            requested
         }
     }
 }

@@ -30,7 +30,7 @@ pub struct ProviderSettings {
 }
 
 /// The `max_tokens` sent to Anthropic when the bot sets none: the Messages API requires one.
-pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = 1024;
+pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = rill_dialects::anthropic::DEFAULT_MAX_TOKENS;
 
 impl Default for ProviderSettings {
     fn default() -> Self {

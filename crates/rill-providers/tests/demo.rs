@@ -25,14 +25,19 @@ fn request(messages: &[(Role, &str)]) -> CompletionRequest {
         system: Some("Be nice.".into()),
         messages: messages
             .iter()
-            .map(|(role, text)| PromptMessage {
-                role: *role,
-                content: (*text).into(),
-            })
+            .map(|(role, text)| PromptMessage::text(*role, *text))
             .collect(),
-        temperature: None,
-        max_tokens: None,
+        ..CompletionRequest::default()
     }
+}
+
+/// What an answer streamed: its text tokens, and how many tokens in all (reasoning, tool
+/// arguments and text).
+#[derive(Debug, Default, PartialEq)]
+struct Streamed {
+    text: Vec<String>,
+    all: u64,
+    reasoning: String,
 }
 
 /// Reads a stream to its end, checking that no time passes: the tests run on paused time,
@@ -40,11 +45,24 @@ fn request(messages: &[(Role, &str)]) -> CompletionRequest {
 async fn drain_instantly(
     mut stream: CompletionStream,
 ) -> (Vec<String>, Option<String>, Option<Usage>) {
+    let (streamed, reason, usage) = drain_all(&mut stream).await;
+    (streamed.text, reason, usage)
+}
+
+async fn drain_all(stream: &mut CompletionStream) -> (Streamed, Option<String>, Option<Usage>) {
     let start = tokio::time::Instant::now();
-    let mut tokens = Vec::new();
+    let mut streamed = Streamed::default();
     for _ in 0..100_000 {
         match stream.next().await {
-            Some(Ok(ProviderEvent::Delta(text))) => tokens.push(text),
+            Some(Ok(ProviderEvent::Text(text))) => {
+                streamed.all += 1;
+                streamed.text.push(text);
+            }
+            Some(Ok(ProviderEvent::Reasoning(text))) => {
+                streamed.all += 1;
+                streamed.reasoning.push_str(&text);
+            }
+            Some(Ok(ProviderEvent::ToolCallInput { .. })) => streamed.all += 1,
             Some(Ok(ProviderEvent::Finish { reason, usage })) => {
                 assert!(stream.next().await.is_none());
                 assert_eq!(
@@ -52,8 +70,9 @@ async fn drain_instantly(
                     Duration::ZERO,
                     "zero delay means no waiting"
                 );
-                return (tokens, reason, usage);
+                return (streamed, reason, usage);
             }
+            Some(Ok(_)) => {}
             other => panic!("unexpected item {other:?}"),
         }
     }
@@ -104,7 +123,11 @@ async fn same_prompt_same_answer_with_the_users_message_and_multibyte_text() {
 
     assert_eq!(reason.as_deref(), Some("stop"));
     let usage = usage.unwrap();
-    assert_eq!(usage.output_tokens, tokens.len() as u64);
+    assert!(
+        usage.output_tokens > tokens.len() as u64,
+        "reasoning counts too"
+    );
+    assert!(usage.reasoning_tokens.unwrap() > 0);
     assert!(usage.input_tokens > 0);
 }
 
@@ -120,8 +143,11 @@ async fn different_prompts_give_different_answers() {
 async fn max_tokens_cuts_the_answer_with_reason_length() {
     let mut prompt = request(&[(Role::User, "hi")]);
     prompt.max_tokens = Some(7);
-    let (tokens, reason, usage) = instant_answer(prompt).await;
-    assert_eq!(tokens.len(), 7);
+    let settings = ProviderSettings::default().unthrottled_demo();
+    let provider = build_provider(&demo_bot(), &no_env, &settings).unwrap();
+    let mut stream = provider.stream(prompt).await.unwrap();
+    let (streamed, reason, usage) = drain_all(&mut stream).await;
+    assert_eq!(streamed.all, 7);
     assert_eq!(reason.as_deref(), Some("length"));
     assert_eq!(usage.unwrap().output_tokens, 7);
 }
@@ -140,13 +166,13 @@ async fn paced_like_a_model_by_default() {
     // Paused time: these are exact, not wall-clock measurements.
     assert!(matches!(
         stream.next().await,
-        Some(Ok(ProviderEvent::Delta(_)))
+        Some(Ok(ProviderEvent::Reasoning(_)))
     ));
     assert_eq!(start.elapsed(), Duration::from_millis(300));
     for _ in 0..30 {
         assert!(matches!(
             stream.next().await,
-            Some(Ok(ProviderEvent::Delta(_)))
+            Some(Ok(ProviderEvent::Reasoning(_) | ProviderEvent::Text(_)))
         ));
     }
     // The timer wheel rounds deadlines up to the millisecond.

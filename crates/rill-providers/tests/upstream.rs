@@ -70,14 +70,8 @@ fn provider(
 
 fn request(text: &str) -> CompletionRequest {
     CompletionRequest {
-        model: String::new(),
-        system: None,
-        messages: vec![PromptMessage {
-            role: Role::User,
-            content: text.into(),
-        }],
-        temperature: None,
-        max_tokens: None,
+        messages: vec![PromptMessage::text(Role::User, text)],
+        ..CompletionRequest::default()
     }
 }
 
@@ -109,7 +103,7 @@ async fn run(
             .expect("stream item in time");
         match item {
             None => break,
-            Some(Ok(ProviderEvent::Delta(text))) => {
+            Some(Ok(ProviderEvent::Text(text))) => {
                 assert!(outcome.finish.is_none(), "a delta after Finish");
                 assert!(!text.is_empty(), "an empty delta");
                 outcome.text.push_str(&text);
@@ -124,6 +118,7 @@ async fn run(
                 assert!(stream.next().await.is_none(), "an item after the error");
                 break;
             }
+            Some(Ok(other)) => panic!("the fake upstream streams only text: {other:?}"),
         }
     }
     Ok(outcome)
@@ -154,7 +149,8 @@ async fn a_normal_answer_gives_exact_text_usage_and_finish_reason() {
                 Some(default_reason(kind).to_owned()),
                 Some(Usage {
                     input_tokens: 21,
-                    output_tokens: 5
+                    output_tokens: 5,
+                    reasoning_tokens: None,
                 })
             )),
             "{kind:?}"
@@ -374,7 +370,7 @@ async fn dropping_the_stream_closes_the_upstream_connection() {
         let mut stream = provider.stream(request("go on")).await.unwrap();
         for _ in 0..3 {
             let item = tokio::time::timeout(PATIENCE, stream.next()).await.unwrap();
-            assert_eq!(item, Some(Ok(ProviderEvent::Delta("tick ".into()))));
+            assert_eq!(item, Some(Ok(ProviderEvent::Text("tick ".into()))));
         }
         assert_eq!(fake.disconnects(), n, "{kind:?}");
         drop(stream);

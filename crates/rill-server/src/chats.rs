@@ -1,28 +1,28 @@
-//! The chat API: bots, chats, history pages, sending (three response styles), the chat's event
-//! stream, stop and regenerate.
+//! The chat API: bots, chats, history pages, sending (three response styles, retries and
+//! idempotency), the chat's event stream, stop and regenerate.
 //!
 //! Every chat belongs to the user who created it; another user gets 404, exactly as for a chat
-//! that does not exist. The handlers only validate and translate: the chat engine (`rill-chat`)
-//! does the work, and the hub (`rill-hub`) turns the chat's topic into SSE.
+//! that does not exist. The handlers only validate and map HTTP onto the chat engine: what a
+//! stream carries, where it starts and ends is the engine's plan (`rill_chat`), and the hub
+//! (`rill-hub`) runs it.
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use futures::StreamExt;
-use rill_chat::events::{self, MessageView};
-use rill_chat::{ChatError, Sent};
-use rill_core::chat::{Chat, PageCursor};
-use rill_core::{StreamCursor, Topic};
-use rill_hub::{HubStream, PreludeEvent, Start, StreamRequest, WhenFull, Wire};
-use serde::{Deserialize, Serialize};
+use rill_chat::protocol::PlainText;
+use rill_chat::{ChatError, Plan, Resume, Sent};
+use rill_core::Topic;
+use rill_core::chat::{Chat, Message, PageCursor};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::json::JsonBody;
+use crate::json::{JsonBody, read_body, require_json};
+use crate::limits::StreamSlot;
 use crate::{ApiError, AppState, Principal, sse};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -59,7 +59,12 @@ impl From<ChatError> for ApiError {
                 "a generation is already running in this chat; stop it or wait for it to finish",
             ),
             ChatError::Conflict { code, message } => {
-                ApiError::new(StatusCode::CONFLICT, code, message)
+                let status = if code == "idempotency_key_reused" {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    StatusCode::CONFLICT
+                };
+                ApiError::new(status, code, message)
             }
             ChatError::InvalidContent { code, message } => {
                 let status = if code == "content_too_long" {
@@ -69,39 +74,36 @@ impl From<ChatError> for ApiError {
                 };
                 ApiError::new(status, code, message)
             }
-            ChatError::Broker(e) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker_unavailable",
-                e.to_string(),
-            ),
+            ChatError::Broker(error) => {
+                // The broker's own words (Redis error text) are for the log only.
+                tracing::warn!(%error, "the broker failed a chat request");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_unavailable",
+                    "the event broker is unavailable; retry later",
+                )
+            }
             ChatError::Store(e) => ApiError::internal(e),
         }
     }
-}
-
-#[derive(Serialize)]
-struct BotView<'a> {
-    id: &'a str,
-    name: &'a str,
-    description: &'a str,
-    provider: rill_core::ProviderKind,
-    model: &'a str,
 }
 
 async fn list_bots(
     State(state): State<AppState>,
     _principal: Principal,
 ) -> Result<Response, ApiError> {
-    let bots: Vec<BotView<'_>> = state
+    let bots: Vec<serde_json::Value> = state
         .chat()?
         .bots()
         .iter()
-        .map(|b| BotView {
-            id: &b.config.id,
-            name: &b.config.name,
-            description: &b.config.description,
-            provider: b.config.provider,
-            model: &b.config.model,
+        .map(|b| {
+            json!({
+                "id": b.config.id,
+                "name": b.config.name,
+                "description": b.config.description,
+                "provider": b.config.provider,
+                "model": b.config.model,
+            })
         })
         .collect();
     Ok(Json(json!({ "bots": bots })).into_response())
@@ -125,8 +127,9 @@ async fn create_chat(
     Ok((StatusCode::CREATED, Json(chat_view(&chat))).into_response())
 }
 
+/// Query parameters of listings. Unknown ones (`access_token`, cache-busters like `_=1`) are
+/// ignored, as on every route.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ListQuery {
     bot: Option<String>,
     before: Option<String>,
@@ -162,17 +165,26 @@ fn page_params(
     Ok((before, limit))
 }
 
+/// A query string as `T`, with a JSON error when it cannot be read.
+fn query<T: DeserializeOwned>(
+    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
 async fn list_chats(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let (before, limit) = page_params(query.before.as_deref(), query.limit.as_deref())?;
+    let q = query(q)?;
+    let (before, limit) = page_params(q.before.as_deref(), q.limit.as_deref())?;
     let page = state
         .chat()?
         .store()
-        .list_chats(&principal.user, query.bot.as_deref(), before, limit)
+        .list_chats(&principal.user, q.bot.as_deref(), before, limit)
         .await
         .map_err(ChatError::from)?;
     let chats: Vec<_> = page.items.iter().map(chat_view).collect();
@@ -190,24 +202,15 @@ fn chat_view(chat: &Chat) -> serde_json::Value {
     })
 }
 
-async fn owned_chat(state: &AppState, principal: &Principal, id: &str) -> Result<Chat, ApiError> {
-    state
-        .chat()?
-        .store()
-        .get_chat(&principal.user, id)
-        .await
-        .map_err(ChatError::from)?
-        .ok_or_else(|| ApiError::not_found("no such chat"))
-}
-
 async fn get_chat(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let chat = owned_chat(&state, &principal, &id).await?;
+    let engine = state.chat()?;
+    let chat = engine.chat(&principal.user, &id).await?;
     let mut view = chat_view(&chat);
-    view["generating"] = json!(state.chat()?.snapshot(&id).await?.map(|s| s.message.id));
+    view["generating"] = json!(engine.snapshot(&id).await?.map(|s| s.message.id));
     Ok(Json(view).into_response())
 }
 
@@ -216,48 +219,52 @@ async fn delete_chat(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    owned_chat(&state, &principal, &id).await?;
-    // A running generation would write into a deleted chat: stop it first.
-    if state.chat()?.is_running(&id) {
-        let _ = state.chat()?.stop(&principal.user, &id).await;
-    }
-    if state
-        .chat()?
-        .store()
-        .delete_chat(&principal.user, &id)
-        .await
-        .map_err(ChatError::from)?
-    {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(ApiError::not_found("no such chat"))
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageQuery {
-    before: Option<String>,
-    limit: Option<String>,
+    state.chat()?.delete_chat(&principal.user, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_messages(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let (before, limit) = page_params(query.before.as_deref(), query.limit.as_deref())?;
-    owned_chat(&state, &principal, &id).await?;
-    let page = state
-        .chat()?
+    let q = query(q)?;
+    let (before, limit) = page_params(q.before.as_deref(), q.limit.as_deref())?;
+    let engine = state.chat()?;
+    engine.chat(&principal.user, &id).await?;
+    let page = engine
         .store()
         .list_messages(&id, before, limit)
         .await
         .map_err(ChatError::from)?;
-    let messages: Vec<MessageView<'_>> = page.items.iter().map(MessageView::from).collect();
-    Ok(Json(json!({ "messages": messages, "next_before": page.next_before })).into_response())
+    Ok(Json(json!({ "messages": page.items, "next_before": page.next_before })).into_response())
+}
+
+/// A chat request's JSON body. Its size limit follows `max_content_chars` (four bytes a
+/// character in UTF-8, six when JSON escapes one), so the content limit, counted in
+/// characters, is what refuses long messages, in any script.
+struct ChatBody<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ChatBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        require_json(request.headers())?;
+        let chars = state
+            .chat
+            .as_ref()
+            .map_or(0, |e| e.settings().max_content_chars);
+        let limit = chars.saturating_mul(6).saturating_add(4096);
+        let body = read_body(request.into_body(), limit).await?;
+        let value = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::bad_request("invalid_body", format!("unexpected body: {e}"))
+            }
+            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
+        })?;
+        Ok(ChatBody(value))
+    }
 }
 
 #[derive(Deserialize)]
@@ -269,7 +276,7 @@ struct SendMessage {
 /// How the sender wants the answer, from its `Accept` header.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Style {
-    /// `text/event-stream`: this exchange's chat events, until `message.completed`.
+    /// `text/event-stream`: this exchange's chat events, until its `message.completed`.
     Sse,
     /// `text/plain`: only the answer's text, as chunked plain text.
     Plain,
@@ -282,21 +289,42 @@ fn style(headers: &HeaderMap) -> Style {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let types = accept.split(',').map(|t| {
-        t.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    });
-    for t in types {
-        match t.as_str() {
-            "text/event-stream" => return Style::Sse,
-            "text/plain" => return Style::Plain,
-            _ => {}
-        }
+    match crate::accept::negotiate(
+        accept,
+        &["application/json", "text/event-stream", "text/plain"],
+    ) {
+        Some(1) => Style::Sse,
+        Some(2) => Style::Plain,
+        _ => Style::Accepted,
     }
-    Style::Accepted
+}
+
+/// The client's `Last-Event-ID`: the header (read even when it is not ASCII, so that such an
+/// id gives `reset` instead of being silently ignored), else `?last_event_id=`.
+fn last_event_id(headers: &HeaderMap, query: Option<String>) -> Option<String> {
+    headers
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .or(query)
+        .filter(|s| !s.trim().is_empty())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    last_event_id: Option<String>,
+}
+
+/// The `Idempotency-Key` header, if any.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.trim().to_owned())).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "an Idempotency-Key is visible ASCII",
+            )
+        }),
+    }
 }
 
 async fn send_message(
@@ -304,13 +332,37 @@ async fn send_message(
     principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<SendMessage>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    body: ChatBody<SendMessage>,
 ) -> Result<Response, ApiError> {
-    let sent = state
-        .chat()?
-        .send(&principal.user, &id, &body.content)
+    let engine = state.chat()?;
+    let style = style(&headers);
+    engine.check_can_answer(&principal.user, &id).await?;
+    // A client that retries its POST after a cut (`fetch-event-source`, `requests-sse`) sends
+    // the id of the last event it got: it wants the rest of its exchange, not a new message.
+    if let Some(last_id) = last_event_id(&headers, query(q)?.last_event_id) {
+        if style != Style::Sse {
+            return Err(ApiError::bad_request(
+                "invalid_last_event_id",
+                "Last-Event-ID resumes an event stream: send Accept: text/event-stream",
+            ));
+        }
+        let slot = stream_slot(&state, &principal)?;
+        return match engine.resume(&id, &last_id).await? {
+            Resume::NoContent => Ok(StatusCode::NO_CONTENT.into_response()),
+            Resume::Stream(plan) => stream(&state, &principal, slot, plan).await,
+        };
+    }
+    let key = idempotency_key(&headers)?;
+    // Every limit is checked before anything is stored: a refused request changes nothing.
+    let slot = match style {
+        Style::Sse | Style::Plain => Some(stream_slot(&state, &principal)?),
+        Style::Accepted => None,
+    };
+    let sent = engine
+        .send(&principal.user, &id, &body.0.content, key.as_deref())
         .await?;
-    answer(&state, &principal, &id, style(&headers), sent).await
+    answer(&state, &principal, style, slot, sent).await
 }
 
 async fn regenerate(
@@ -319,149 +371,116 @@ async fn regenerate(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sent = state.chat()?.regenerate(&principal.user, &id).await?;
-    answer(&state, &principal, &id, style(&headers), sent).await
+    let engine = state.chat()?;
+    let style = style(&headers);
+    engine.check_can_answer(&principal.user, &id).await?;
+    let slot = match style {
+        Style::Sse | Style::Plain => Some(stream_slot(&state, &principal)?),
+        Style::Accepted => None,
+    };
+    let sent = engine.regenerate(&principal.user, &id).await?;
+    answer(&state, &principal, style, slot, sent).await
 }
 
-/// Answers a started exchange in the requested style.
+/// A place among the caller's open streams (429/503 when there is none).
+fn stream_slot(state: &AppState, principal: &Principal) -> Result<StreamSlot, ApiError> {
+    state.streams.acquire(&principal.user)
+}
+
+/// Answers an exchange in the requested style.
 async fn answer(
     state: &AppState,
     principal: &Principal,
-    chat_id: &str,
     style: Style,
+    slot: Option<StreamSlot>,
     sent: Sent,
 ) -> Result<Response, ApiError> {
-    match style {
-        Style::Accepted => {
+    let engine = state.chat()?;
+    let chat_id = sent.assistant_message.chat_id.clone();
+    let mut response = match (style, slot) {
+        (Style::Sse, Some(slot)) => {
+            let plan = engine.exchange(&sent).await?;
+            stream(state, principal, slot, plan).await?
+        }
+        (Style::Plain, Some(slot)) => {
+            let plan = engine.exchange(&sent).await?;
+            let encoder = Box::new(PlainText::new(sent.assistant_message.id.clone()));
+            let stream = state
+                .hub
+                .open(plan.into_request(Some(encoder)))
+                .await
+                .map_err(ChatError::from)?;
+            plain_text(slot, stream, &sent.assistant_message)
+        }
+        _ => {
             let body = json!({
-                "user_message": MessageView::from(&sent.user_message),
-                "assistant_message": MessageView::from(&sent.assistant_message),
+                "user_message": sent.user_message,
+                "assistant_message": sent.assistant_message,
                 "events_url": format!("/api/chats/{chat_id}/events"),
             });
-            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+            (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        Style::Sse => {
-            let exchange = open_exchange(state, chat_id, &sent).await?;
-            Ok(sse::response(state, principal, exchange.map(|f| f.bytes)))
-        }
-        Style::Plain => {
-            let exchange = open_exchange(state, chat_id, &sent).await?;
-            let text = exchange.filter_map(|f| async move { f.delta_text.map(Bytes::from) });
-            let body = Body::from_stream(text.map(Ok::<_, std::convert::Infallible>));
-            Ok(Response::builder()
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .header(header::CACHE_CONTROL, "no-cache, no-transform")
-                .header("x-accel-buffering", "no")
-                .header("x-rill-message-id", sent.assistant_message.id.as_str())
-                .body(body)
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
-        }
+    };
+    if sent.repeated {
+        // As Stripe and the IETF draft name it: this is the first request's exchange.
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
+    Ok(response)
 }
 
-/// The exchange's events, replayed from the log from just before its first one: nothing
-/// published between the POST and this stream opening can be missed.
-async fn open_exchange(
+/// Runs a plan as rill's SSE.
+async fn stream(
     state: &AppState,
-    chat_id: &str,
-    sent: &Sent,
-) -> Result<impl futures::Stream<Item = Frame> + Send + use<>, ApiError> {
-    let topic = Topic::for_chat(chat_id);
+    principal: &Principal,
+    slot: StreamSlot,
+    plan: Plan,
+) -> Result<Response, ApiError> {
     let stream = state
         .hub
-        .open(StreamRequest {
-            topics: vec![topic.clone()],
-            start: Start::After(vec![(topic, sent.published_before.offset)]),
-            wire: Wire::Raw,
-            when_full: WhenFull::MergeDeltas,
-            prelude: Vec::new(),
-        })
+        .open(plan.into_request(None))
         .await
         .map_err(ChatError::from)?;
-    Ok(exchange_frames(stream, sent.assistant_message.id.clone()))
+    Ok(sse::respond(
+        state,
+        principal,
+        slot,
+        sse::hub_chunks(stream),
+    ))
 }
 
-/// One SSE event of an exchange stream, with the answer's text when it is a delta of it.
-struct Frame {
-    bytes: Bytes,
-    delta_text: Option<String>,
-}
-
-/// Re-frames a hub stream into single events, ending after the `message.completed` of
-/// `assistant_id`.
-///
-/// The hub writes batches of frames; to know where the exchange ends, and to pull out the
-/// text for the plain style, each batch is parsed back with our own parser. This runs for one
-/// connection per POST, not on the fan-out path.
-fn exchange_frames(
-    stream: HubStream,
-    assistant_id: String,
-) -> impl futures::Stream<Item = Frame> + Send {
-    struct St {
-        stream: HubStream,
-        parser: rill_sse::Parser,
-        assistant_id: String,
-        pending: std::collections::VecDeque<Frame>,
-        done: bool,
-    }
-    let st = St {
-        stream,
-        parser: rill_sse::Parser::new(),
-        assistant_id,
-        pending: Default::default(),
-        done: false,
-    };
-    futures::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(frame) = st.pending.pop_front() {
-                return Some((frame, st));
-            }
-            if st.done {
-                return None;
-            }
-            let chunk = st.stream.next().await?;
-            let mut frames = Vec::new();
-            let assistant_id = st.assistant_id.clone();
-            let mut finished = false;
-            st.parser.feed(&chunk, |item| {
-                let rill_sse::Item::Event(e) = item else {
-                    return;
-                };
-                if finished {
-                    return;
-                }
-                let mut out = Vec::new();
-                let _ = rill_sse::encode_event(&mut out, Some(e.id), Some(e.event), e.data);
-                let mut delta_text = None;
-                if e.event == events::DELTA {
-                    if let Ok(d) = serde_json::from_str::<events::DeltaData>(e.data) {
-                        if d.message_id == assistant_id {
-                            delta_text = Some(d.text);
-                        }
-                    }
-                } else if e.event == events::COMPLETED {
-                    finished = serde_json::from_str::<serde_json::Value>(e.data)
-                        .ok()
-                        .and_then(|v| {
-                            v.get("message_id")
-                                .and_then(|m| m.as_str())
-                                .map(|m| m == assistant_id)
-                        })
-                        .unwrap_or(false);
-                } else if e.event == "reset" {
-                    // The exchange can no longer be followed exactly: end; the client reads the
-                    // stored message.
-                    finished = true;
-                }
-                frames.push(Frame {
-                    bytes: Bytes::from(out),
-                    delta_text,
-                });
-            });
-            st.pending.extend(frames);
-            st.done = finished;
+/// The answer's text as chunked `text/plain`. An answer that does not complete (stopped,
+/// failed, interrupted) ends the body abruptly, without its last chunk, so a plain reader
+/// (`curl` exits 18) sees it did not finish; the message's id is in `X-Rill-Message-Id` for a
+/// client that wants the details.
+fn plain_text(slot: StreamSlot, stream: rill_hub::HubStream, answer: &Message) -> Response {
+    let body = futures::stream::unfold((stream, Some(slot)), |(mut stream, slot)| async move {
+        slot.as_ref()?;
+        match stream.next().await {
+            Some(chunk) => Some((Ok(chunk), (stream, slot))),
+            None if stream.aborted() => Some((
+                Err(std::io::Error::other("the answer did not complete")),
+                (stream, None),
+            )),
+            None => None,
         }
-    })
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Ok(id) = HeaderValue::from_str(&answer.id) {
+        headers.insert("x-rill-message-id", id);
+    }
+    response
 }
 
 async fn stop(
@@ -470,7 +489,7 @@ async fn stop(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let message = state.chat()?.stop(&principal.user, &id).await?;
-    Ok(Json(json!({ "message": MessageView::from(&message) })).into_response())
+    Ok(Json(json!({ "message": message })).into_response())
 }
 
 /// `POST /api/chats/{id}/ticket`: a one-time ticket to open this chat's event stream, so a
@@ -487,98 +506,33 @@ async fn ticket(
             "a ticket cannot mint another ticket",
         ));
     }
-    owned_chat(&state, &principal, &id).await?;
+    state.chat()?.chat(&principal.user, &id).await?;
     let tickets = state.config.auth.tickets();
     let ticket = tickets.issue(&principal, &[Topic::for_chat(&id)])?;
     Ok(Json(json!({ "ticket": ticket, "expires_in": tickets.ttl().as_secs() })).into_response())
 }
 
-#[derive(Deserialize)]
-struct EventsQuery {
-    last_event_id: Option<String>,
-}
-
-/// `GET /api/chats/{id}/events`: the chat's live stream for every tab.
-///
-/// With a `Last-Event-ID` that can still be replayed exactly: replay, then live. Otherwise (no
-/// id, or one that cannot be replayed) a generation in progress is sent as one `snapshot` at an
-/// offset, and the stream continues strictly after that offset: no gap, no duplicate.
+/// `GET /api/chats/{id}/events`: the chat's live stream for every tab (see
+/// `rill_chat::ChatEngine::follow` for where it starts).
 async fn chat_events(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Query(query): Query<EventsQuery>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    owned_chat(&state, &principal, &id).await?;
-    let topic = Topic::for_chat(&id);
+    let engine = state.chat()?;
+    engine.chat(&principal.user, &id).await?;
     // Owning the chat is what grants its stream; a ticket must also name it.
-    if !principal.may_follow_owned(&topic) {
+    if !principal.may_follow_owned(&Topic::for_chat(&id)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "this ticket is not for this chat",
         ));
     }
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(query.last_event_id)
-        .filter(|s| !s.is_empty());
-
-    let broker = state.hub.broker().clone();
-    let replayable = match &last_event_id {
-        Some(id) => match StreamCursor::parse(id) {
-            Some(cursor) => {
-                let read = broker
-                    .read(&topic, u64::MAX, 0)
-                    .await
-                    .map_err(ChatError::from)?;
-                let offset = cursor.offsets.first().copied().unwrap_or(0);
-                cursor.matches(&read.epoch, std::slice::from_ref(&topic))
-                    && offset + 1 >= read.first
-                    && offset <= read.head
-            }
-            None => false,
-        },
-        None => false,
-    };
-    let (start, prelude) = if let (true, Some(id)) = (replayable, last_event_id) {
-        (Start::LastEventId(id), Vec::new())
-    } else {
-        // The head before the snapshot: anything published after it is replayed, so a
-        // generation that starts right now is not missed.
-        let head = broker
-            .read(&topic, u64::MAX, 0)
-            .await
-            .map_err(ChatError::from)?
-            .head;
-        match state.chat()?.snapshot(&id).await? {
-            Some(snapshot) => {
-                let data = serde_json::to_string(&MessageView::from(&snapshot.message))
-                    .unwrap_or_default();
-                (
-                    Start::After(vec![(topic.clone(), snapshot.offset)]),
-                    vec![PreludeEvent {
-                        event: events::SNAPSHOT.to_owned(),
-                        data,
-                    }],
-                )
-            }
-            None => (Start::After(vec![(topic.clone(), head)]), Vec::new()),
-        }
-    };
-    let stream = state
-        .hub
-        .open(StreamRequest {
-            topics: vec![topic],
-            start,
-            wire: Wire::Raw,
-            when_full: WhenFull::MergeDeltas,
-            prelude,
-        })
-        .await
-        .map_err(ChatError::from)?;
-    Ok(sse::hub_response(&state, &principal, stream))
+    let last_id = last_event_id(&headers, query(q)?.last_event_id);
+    let slot = stream_slot(&state, &principal)?;
+    let plan = engine.follow(&id, last_id.as_deref()).await?;
+    stream(&state, &principal, slot, plan).await
 }

@@ -6,6 +6,7 @@
 //! Entry points: [`app`] builds the router for a given [`AppState`] (tests bind it to port 0);
 //! [`serve`] runs it on a listener until a shutdown token fires, then drains streams.
 
+mod accept;
 mod auth;
 mod chats;
 mod cors;

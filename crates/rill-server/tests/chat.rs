@@ -667,6 +667,7 @@ async fn history_pages_walk_250_messages_while_new_ones_arrive() {
                     status: rill_core::chat::MessageStatus::Complete,
                     bot_id: None,
                     model: None,
+                    client_key: None,
                 })
                 .await
                 .expect("insert")

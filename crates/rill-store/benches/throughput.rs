@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rill_core::Store;
-use rill_core::chat::{MessageStatus, Outcome};
+use rill_core::chat::{MessageStatus, Outcome, Part};
 use support::{Db, Step, streaming, user};
 
 const INSERTS: u32 = 2_000;
@@ -56,9 +56,11 @@ async fn run(backend: &'static str, db: Db) {
             .insert_exchange(user(&chat.id, "question"), streaming(&chat.id))
             .await
             .step("exchange");
+        let content = answer_text(1_000);
         let done = Outcome {
             status: MessageStatus::Complete,
-            content: answer_text(1_000),
+            parts: vec![Part::text(content.clone())],
+            content,
             finish_reason: Some("stop".to_owned()),
             usage: None,
             error: None,
@@ -78,10 +80,12 @@ async fn run(backend: &'static str, db: Db) {
         .await
         .step("exchange");
     let text = answer_text(2_000);
+    // What a checkpoint of a text answer stores: the text, and the same text as its one part.
+    let parts = vec![Part::text(text.clone())];
     let start = Instant::now();
     for offset in 0..CHECKPOINTS {
         store
-            .checkpoint(&answer.id, &text, u64::from(offset))
+            .checkpoint(&answer.id, &text, &parts, u64::from(offset))
             .await
             .step("checkpoint");
     }
@@ -107,10 +111,11 @@ async fn run(backend: &'static str, db: Db) {
         .map(|id| {
             let store = store.clone();
             let text = text.clone();
+            let parts = parts.clone();
             tokio::spawn(async move {
                 for offset in 0..CHECKPOINTS_EACH {
                     store
-                        .checkpoint(&id, &text, u64::from(offset))
+                        .checkpoint(&id, &text, &parts, u64::from(offset))
                         .await
                         .step("checkpoint");
                 }

@@ -66,8 +66,13 @@ pub(crate) fn newest_first_page<R>(
 pub(crate) fn db_error(op: &'static str, error: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &error {
         match db.kind() {
-            // PostgreSQL names the index; SQLite names the indexed column, and `chat_id` is in
-            // no other unique index.
+            // PostgreSQL names the index; SQLite names the indexed columns.
+            ErrorKind::UniqueViolation
+                if db.constraint() == Some("messages_client_key")
+                    || db.message().contains("messages.client_key") =>
+            {
+                return StoreError::DuplicateKey;
+            }
             ErrorKind::UniqueViolation
                 if db.constraint() == Some("messages_one_streaming")
                     || db.message().contains("messages.chat_id") =>
@@ -111,6 +116,7 @@ macro_rules! sql_store {
                     .bind(&message.bot_id)
                     .bind(&message.model)
                     .bind(now)
+                    .bind(&message.client_key)
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| $crate::backend::db_error("insert message", e))?;
@@ -266,6 +272,65 @@ macro_rules! sql_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn find_by_client_key(
+                &self,
+                chat_id: &str,
+                key: &str,
+            ) -> Result<
+                Option<(rill_core::chat::Message, Option<rill_core::chat::Message>)>,
+                rill_core::StoreError,
+            > {
+                let row: Option<$crate::rows::MessageRow> =
+                    sqlx::query_as($crate::sql::FIND_BY_CLIENT_KEY)
+                        .bind(chat_id)
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| $crate::backend::db_error("find by client key", e))?;
+                let Some(row) = row else { return Ok(None) };
+                let answer: Option<$crate::rows::MessageRow> =
+                    sqlx::query_as($crate::sql::ANSWER_AFTER)
+                        .bind(chat_id)
+                        .bind(row.seq)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| $crate::backend::db_error("answer after", e))?;
+                Ok(Some((row.try_into()?, answer.map(TryInto::try_into).transpose()?)))
+            }
+
+            async fn set_exchange_start(
+                &self,
+                message_id: &str,
+                epoch: &rill_core::Epoch,
+                after: u64,
+            ) -> Result<(), rill_core::StoreError> {
+                sqlx::query($crate::sql::SET_EXCHANGE_START)
+                    .bind(message_id)
+                    .bind(epoch.as_str())
+                    .bind($crate::rows::to_db_u64(after))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::backend::db_error("set exchange start", e))?;
+                Ok(())
+            }
+
+            async fn exchange_start(
+                &self,
+                message_id: &str,
+            ) -> Result<Option<(rill_core::Epoch, u64)>, rill_core::StoreError> {
+                let row: Option<(Option<String>, Option<i64>)> =
+                    sqlx::query_as($crate::sql::EXCHANGE_START)
+                        .bind(message_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| $crate::backend::db_error("exchange start", e))?;
+                Ok(match row {
+                    Some((Some(epoch), Some(after))) => rill_core::Epoch::new(&epoch)
+                        .map(|epoch| (epoch, $crate::rows::from_db_u64(after))),
+                    _ => None,
+                })
+            }
+
             async fn list_messages(
                 &self,
                 chat_id: &str,
@@ -297,6 +362,7 @@ macro_rules! sql_store {
                 &self,
                 message_id: &str,
                 content: &str,
+                parts: &[rill_core::chat::Part],
                 offset: u64,
             ) -> Result<(), rill_core::StoreError> {
                 sqlx::query($crate::sql::CHECKPOINT)
@@ -304,6 +370,7 @@ macro_rules! sql_store {
                     .bind(content)
                     .bind($crate::rows::to_db_u64(offset))
                     .bind($crate::backend::now_ms())
+                    .bind($crate::rows::parts_json(parts))
                     .execute(&self.pool)
                     .await
                     .map_err(|e| $crate::backend::db_error("checkpoint", e))?;
@@ -331,6 +398,8 @@ macro_rules! sql_store {
                     .bind(usage.map(|u| $crate::rows::to_db_u64(u.output_tokens)))
                     .bind(&outcome.error)
                     .bind($crate::backend::now_ms())
+                    .bind($crate::rows::parts_json(&outcome.parts))
+                    .bind(usage.and_then(|u| u.reasoning_tokens).map($crate::rows::to_db_u64))
                     .execute(&self.pool)
                     .await
                     .map_err(|e| $crate::backend::db_error("finish", e))?;

@@ -1,7 +1,7 @@
 //! Rows as the database returns them, and their conversion into the core types.
 
 use rill_core::StoreError;
-use rill_core::chat::{Chat, Message, MessageStatus, Role, Usage};
+use rill_core::chat::{Chat, Message, MessageStatus, Part, Role, Usage};
 
 /// A `chats` row; `seq` stays here (cursors), the rest becomes a [`Chat`].
 #[derive(Debug, sqlx::FromRow)]
@@ -37,10 +37,13 @@ pub(crate) struct MessageRow {
     pub(crate) chat_id: String,
     pub(crate) role: String,
     pub(crate) content: String,
+    /// JSON array of parts; NULL for messages stored before parts existed.
+    pub(crate) parts: Option<String>,
     pub(crate) status: String,
     pub(crate) finish_reason: Option<String>,
     pub(crate) input_tokens: Option<i64>,
     pub(crate) output_tokens: Option<i64>,
+    pub(crate) reasoning_tokens: Option<i64>,
     pub(crate) error: Option<String>,
     pub(crate) bot_id: Option<String>,
     pub(crate) model: Option<String>,
@@ -63,8 +66,17 @@ impl TryFrom<MessageRow> for Message {
             (Some(input), Some(output)) => Some(Usage {
                 input_tokens: from_db_u64(input),
                 output_tokens: from_db_u64(output),
+                reasoning_tokens: row.reasoning_tokens.map(from_db_u64),
             }),
             _ => None,
+        };
+        let parts = match &row.parts {
+            Some(json) => serde_json::from_str::<Vec<Part>>(json).map_err(|e| {
+                StoreError::Backend(format!("message {}: unreadable parts: {e}", row.id))
+            })?,
+            // Stored before parts existed: its text is its one part.
+            None if row.content.is_empty() => Vec::new(),
+            None => vec![Part::text(row.content.clone())],
         };
         Ok(Message {
             id: row.id,
@@ -72,6 +84,7 @@ impl TryFrom<MessageRow> for Message {
             seq: row.seq,
             role,
             content: row.content,
+            parts,
             status,
             finish_reason: row.finish_reason,
             usage,
@@ -93,4 +106,9 @@ pub(crate) fn to_db_u64(value: u64) -> i64 {
 /// The inverse of [`to_db_u64`]; a negative value (only possible by hand-editing) reads as 0.
 pub(crate) fn from_db_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+/// Parts as stored: a JSON array (serializing plain data cannot fail; an empty array if it did).
+pub(crate) fn parts_json(parts: &[Part]) -> String {
+    serde_json::to_string(parts).unwrap_or_else(|_| "[]".to_owned())
 }

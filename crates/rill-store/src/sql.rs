@@ -13,8 +13,8 @@ macro_rules! chat_cols {
 /// The columns of a message, in the order of [`crate::rows::MessageRow`].
 macro_rules! message_cols {
     () => {
-        "seq, id, chat_id, role, content, status, finish_reason, input_tokens, output_tokens, \
-         error, bot_id, model, created_at, updated_at"
+        "seq, id, chat_id, role, content, parts, status, finish_reason, input_tokens, \
+         output_tokens, reasoning_tokens, error, bot_id, model, created_at, updated_at"
     };
 }
 
@@ -53,7 +53,7 @@ pub(crate) const TOUCH_CHAT: &str = "UPDATE chats SET updated_at = $2 WHERE id =
 
 pub(crate) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (id, chat_id, role, content, status, bot_id, model, created_at, \
-     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING ",
+     updated_at, client_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING ",
     message_cols!()
 );
 
@@ -68,12 +68,32 @@ pub(crate) const LIST_MESSAGES: &str = concat!(
 );
 
 pub(crate) const CHECKPOINT: &str = "UPDATE messages SET content = $2, checkpoint_offset = $3, \
-     updated_at = $4 WHERE id = $1 AND status = 'streaming'";
+     updated_at = $4, parts = $5 WHERE id = $1 AND status = 'streaming'";
 
 /// The lease ends with the generation, so a finished message never looks leased.
 pub(crate) const FINISH: &str = "UPDATE messages SET status = $2, content = $3, \
      finish_reason = $4, input_tokens = $5, output_tokens = $6, error = $7, updated_at = $8, \
-     lease_owner = NULL, lease_until = NULL WHERE id = $1 AND status = 'streaming'";
+     parts = $9, reasoning_tokens = $10, lease_owner = NULL, lease_until = NULL \
+     WHERE id = $1 AND status = 'streaming'";
+
+/// The message with a client key, and the first assistant message after it (its answer).
+pub(crate) const FIND_BY_CLIENT_KEY: &str = concat!(
+    "SELECT ",
+    message_cols!(),
+    " FROM messages WHERE chat_id = $1 AND client_key = $2"
+);
+
+pub(crate) const ANSWER_AFTER: &str = concat!(
+    "SELECT ",
+    message_cols!(),
+    " FROM messages WHERE chat_id = $1 AND seq > $2 AND role = 'assistant' ORDER BY seq LIMIT 1"
+);
+
+pub(crate) const SET_EXCHANGE_START: &str =
+    "UPDATE messages SET exchange_epoch = $2, exchange_after = $3 WHERE id = $1";
+
+pub(crate) const EXCHANGE_START: &str =
+    "SELECT exchange_epoch, exchange_after FROM messages WHERE id = $1";
 
 pub(crate) const CHECKPOINT_OFFSET: &str = "SELECT checkpoint_offset FROM messages WHERE id = $1";
 

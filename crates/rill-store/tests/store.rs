@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rill_core::chat::{Message, MessageStatus, Outcome, PageCursor, Role, Usage};
+use rill_core::chat::{Message, MessageStatus, Outcome, PageCursor, Part, Role, Usage};
 use rill_core::{Store, StoreError};
 use support::{Db, Step, streaming, user};
 
@@ -46,12 +46,15 @@ suite!(
     leases_expire_and_filter_by_owner,
     deleting_a_chat_deletes_its_messages,
     migrations_run_again_on_an_existing_database,
+    client_keys_find_the_first_exchange,
+    checkpoints_keep_parts,
 );
 
 fn outcome(status: MessageStatus, content: &str) -> Outcome {
     Outcome {
         status,
         content: content.to_owned(),
+        parts: vec![Part::text(content)],
         finish_reason: None,
         usage: None,
         error: None,
@@ -192,6 +195,11 @@ async fn messages_round_trip_every_field(db: Db) {
         (None, None)
     );
     assert_eq!(question.error, None);
+    assert_eq!(
+        question.parts,
+        [Part::text("Hi 안녕 👋")],
+        "text is its one part"
+    );
     assert!(question.created_at_ms > 0);
     assert_eq!(message(&store, &question.id).await, question);
 
@@ -209,13 +217,40 @@ async fn messages_round_trip_every_field(db: Db) {
     assert_eq!(answer.bot_id.as_deref(), Some("demo"));
     assert_eq!(answer.model.as_deref(), Some("demo-1"));
     assert_eq!(message(&store, &answer.id).await, answer);
+    let parts = vec![
+        Part::Reasoning {
+            text: "생각 중…".to_owned(),
+            signature: Some("sig==".to_owned()),
+            redacted: None,
+        },
+        Part::Reasoning {
+            text: String::new(),
+            signature: None,
+            redacted: Some("opaque-blob".to_owned()),
+        },
+        Part::ToolCall {
+            id: "call_1".to_owned(),
+            name: "weather".to_owned(),
+            input_text: r#"{"city":"Seoul"}"#.to_owned(),
+            input: Some(serde_json::json!({"city": "Seoul"})),
+            output: Some(serde_json::json!({"temp": 21, "unit": "C"})),
+            error: None,
+        },
+        Part::Source {
+            url: "https://example.com/seoul".to_owned(),
+            title: Some("Seoul weather".to_owned()),
+        },
+        Part::text("Hello 세계 🌍"),
+    ];
     let done = Outcome {
         status: MessageStatus::Complete,
         content: "Hello 세계 🌍".to_owned(),
+        parts: parts.clone(),
         finish_reason: Some("stop".to_owned()),
         usage: Some(Usage {
             input_tokens: 12,
             output_tokens: 345,
+            reasoning_tokens: Some(200),
         }),
         error: None,
     };
@@ -224,6 +259,7 @@ async fn messages_round_trip_every_field(db: Db) {
     let expected = Message {
         status: MessageStatus::Complete,
         content: done.content.clone(),
+        parts,
         finish_reason: done.finish_reason.clone(),
         usage: done.usage,
         updated_at_ms: stored.updated_at_ms,
@@ -239,6 +275,7 @@ async fn messages_round_trip_every_field(db: Db) {
     let error = Outcome {
         status: MessageStatus::Error,
         content: "partial".to_owned(),
+        parts: vec![Part::text("partial")],
         finish_reason: Some("error".to_owned()),
         usage: None,
         error: Some("the model provider failed".to_owned()),
@@ -341,7 +378,7 @@ async fn checkpoint_then_finish_once(db: Db) {
     );
 
     store
-        .checkpoint(&answer.id, "Hel", 3)
+        .checkpoint(&answer.id, "Hel", &[Part::text("Hel")], 3)
         .await
         .step("checkpoint");
     let saved = message(&store, &answer.id).await;
@@ -354,7 +391,7 @@ async fn checkpoint_then_finish_once(db: Db) {
         Some(3)
     );
     store
-        .checkpoint(&answer.id, "Hello", 7)
+        .checkpoint(&answer.id, "Hello", &[Part::text("Hello")], 7)
         .await
         .step("checkpoint");
     assert_eq!(
@@ -378,7 +415,7 @@ async fn checkpoint_then_finish_once(db: Db) {
     let late = outcome(MessageStatus::Interrupted, "other");
     assert!(!store.finish(&answer.id, &late).await.step("finish again"));
     store
-        .checkpoint(&answer.id, "garbage", 99)
+        .checkpoint(&answer.id, "garbage", &[Part::text("garbage")], 99)
         .await
         .step("late checkpoint");
     assert!(
@@ -568,7 +605,7 @@ async fn crashed_streams_are_orphaned_for_the_next_process(db: Db) {
         .await
         .step("exchange");
     crashed
-        .checkpoint(&answer.id, "partial 답", 4)
+        .checkpoint(&answer.id, "partial 답", &[Part::text("partial 답")], 4)
         .await
         .step("checkpoint");
     let (_, finished) = crashed
@@ -758,4 +795,97 @@ impl<T> StepSome<T> for Option<T> {
             None => panic!("{what} is missing"),
         }
     }
+}
+
+async fn client_keys_find_the_first_exchange(db: Db) {
+    let store = db.store;
+    let chat = store.create_chat("alice", "demo").await.step("create");
+    let other = store.create_chat("alice", "demo").await.step("create");
+    let keyed = |chat_id: &str, content: &str| {
+        let mut m = user(chat_id, content);
+        m.client_key = Some("key-1".to_owned());
+        m
+    };
+    assert_eq!(
+        store
+            .find_by_client_key(&chat.id, "key-1")
+            .await
+            .step("find"),
+        None
+    );
+    let (question, answer) = store
+        .insert_exchange(keyed(&chat.id, "hello"), streaming(&chat.id))
+        .await
+        .step("exchange");
+    let found = store
+        .find_by_client_key(&chat.id, "key-1")
+        .await
+        .step("find");
+    assert_eq!(found, Some((question.clone(), Some(answer.clone()))));
+
+    // The same key again in this chat: refused by the database, and nothing is stored (not
+    // even the placeholder of the transaction).
+    assert!(
+        store
+            .finish(&answer.id, &outcome(MessageStatus::Complete, "hi"))
+            .await
+            .step("finish")
+    );
+    let again = store
+        .insert_exchange(keyed(&chat.id, "hello"), streaming(&chat.id))
+        .await;
+    assert!(matches!(again, Err(StoreError::DuplicateKey)), "{again:?}");
+    assert_eq!(all_messages(&store, &chat.id).await.len(), 2);
+    // Keys are per chat.
+    store
+        .insert_exchange(keyed(&other.id, "hello"), streaming(&other.id))
+        .await
+        .step("same key, other chat");
+
+    // Where the exchange starts in the log.
+    assert_eq!(store.exchange_start(&answer.id).await.step("start"), None);
+    let epoch = rill_core::Epoch::new("ep1").expect("a valid epoch");
+    store
+        .set_exchange_start(&answer.id, &epoch, 41)
+        .await
+        .step("set start");
+    assert_eq!(
+        store.exchange_start(&answer.id).await.step("start"),
+        Some((epoch, 41))
+    );
+}
+
+async fn checkpoints_keep_parts(db: Db) {
+    let store = db.store;
+    let chat = store.create_chat("alice", "demo").await.step("create");
+    let (_, answer) = store
+        .insert_exchange(user(&chat.id, "q"), streaming(&chat.id))
+        .await
+        .step("exchange");
+    let parts = vec![
+        Part::Reasoning {
+            text: "hmm".to_owned(),
+            signature: None,
+            redacted: None,
+        },
+        Part::ToolCall {
+            id: "t1".to_owned(),
+            name: "f".to_owned(),
+            input_text: "{\"a\":".to_owned(),
+            input: None,
+            output: None,
+            error: None,
+        },
+    ];
+    store
+        .checkpoint(&answer.id, "", &parts, 5)
+        .await
+        .step("checkpoint");
+    let saved = message(&store, &answer.id).await;
+    assert_eq!(saved.parts, parts);
+    assert_eq!(saved.content, "");
+    // A crash now: the orphan keeps the parts it had.
+    let orphans = store.orphaned(i64::MAX, None).await.step("orphaned");
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].parts, parts);
 }

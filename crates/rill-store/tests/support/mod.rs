@@ -112,6 +112,7 @@ pub(crate) fn user(chat_id: &str, content: &str) -> NewMessage {
         status: MessageStatus::Complete,
         bot_id: None,
         model: None,
+        client_key: None,
     }
 }
 
@@ -124,6 +125,7 @@ pub(crate) fn streaming(chat_id: &str) -> NewMessage {
         status: MessageStatus::Streaming,
         bot_id: Some("demo".to_owned()),
         model: Some("demo-1".to_owned()),
+        client_key: None,
     }
 }
 

@@ -1,0 +1,403 @@
+//! Starting an answer: a new message (`send`), the last question again (`regenerate`), and a
+//! repeated request that finds the first one's exchange (an `Idempotency-Key` seen before).
+//! Both kinds of start share one path.
+
+use std::sync::{Arc, Mutex};
+
+use rill_core::chat::{Message, MessageStatus, NewMessage, Outcome, PageCursor, Role};
+use rill_core::{CompletionRequest, Published, RequestContext, StoreError, Topic};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::generation::Generation;
+use super::{Bot, ChatEngine, ChatError, Progress, Running, duration_ms, lock, now_ms};
+use crate::prompt::fit_history;
+use crate::protocol::ChatEvent;
+
+/// The longest client key (`Idempotency-Key`).
+pub(crate) const MAX_CLIENT_KEY_LEN: usize = 255;
+
+/// An exchange: the question and its answer.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub user_message: Message,
+    pub assistant_message: Message,
+    /// Where the exchange's events start in the chat's topic: replaying after this position
+    /// yields exactly this exchange's events (the question's `message.created`, for a new
+    /// message; the answer's, for a regenerated one), and the next ones. `None` when unknown
+    /// (a repeated request whose exchange was started before positions were recorded).
+    pub start: Option<Published>,
+    /// `true` when this is the exchange of an earlier request with the same key: nothing new
+    /// was stored or started.
+    pub repeated: bool,
+}
+
+/// What an exchange answers.
+enum Ask<'a> {
+    /// A new user message, with the client's key if it gave one.
+    New {
+        content: &'a str,
+        key: Option<&'a str>,
+    },
+    /// The last user message, again.
+    Again,
+}
+
+impl ChatEngine {
+    /// Posts `content` as `user_id`'s message in `chat_id` and starts the answer. With a
+    /// `key` the chat has seen before (a retried request), returns that request's exchange
+    /// instead, unchanged ([`Sent::repeated`]); the same key with other content is refused.
+    pub async fn send(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        content: &str,
+        key: Option<&str>,
+    ) -> Result<Sent, ChatError> {
+        self.validate_content(content)?;
+        if let Some(key) = key {
+            validate_key(key)?;
+        }
+        self.start_exchange(user_id, chat_id, Ask::New { content, key })
+            .await
+    }
+
+    /// Answers the last user message of `chat_id` again (after an error, a stop or an
+    /// interruption), as a new assistant message.
+    pub async fn regenerate(&self, user_id: &str, chat_id: &str) -> Result<Sent, ChatError> {
+        self.start_exchange(user_id, chat_id, Ask::Again).await
+    }
+
+    /// Checks what a request could change before it changes anything: the chat exists, its bot
+    /// too, nothing runs. The HTTP layer calls it before taking a stream slot, and
+    /// [`ChatEngine::send`] checks again.
+    pub async fn check_can_answer(&self, user_id: &str, chat_id: &str) -> Result<(), ChatError> {
+        let chat = self.chat(user_id, chat_id).await?;
+        self.bot(&chat.bot_id)
+            .ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
+        Ok(())
+    }
+
+    async fn start_exchange(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        ask: Ask<'_>,
+    ) -> Result<Sent, ChatError> {
+        let chat = self.chat(user_id, chat_id).await?;
+        let bot = self
+            .bot(&chat.bot_id)
+            .cloned()
+            .ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
+        if let Ask::New {
+            content,
+            key: Some(key),
+        } = ask
+        {
+            if let Some(sent) = self.repeated(chat_id, key, content).await? {
+                return Ok(sent);
+            }
+        }
+        if self.is_running(chat_id) {
+            return Err(ChatError::Busy);
+        }
+
+        let placeholder = self.placeholder(chat_id, &bot);
+        let (question, answer, new_question) = match ask {
+            Ask::New { content, key } => {
+                let user = NewMessage {
+                    chat_id: chat_id.to_owned(),
+                    role: Role::User,
+                    content: content.to_owned(),
+                    status: MessageStatus::Complete,
+                    bot_id: None,
+                    model: None,
+                    client_key: key.map(str::to_owned),
+                };
+                match self.inner.store.insert_exchange(user, placeholder).await {
+                    Ok((question, answer)) => (question, answer, true),
+                    // Two requests with one key raced: the other one's insert won.
+                    Err(StoreError::DuplicateKey) => {
+                        let key = key.unwrap_or_default();
+                        return match self.repeated(chat_id, key, content).await? {
+                            Some(sent) => Ok(sent),
+                            None => Err(ChatError::Busy),
+                        };
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Ask::Again => {
+                let page = self.inner.store.list_messages(chat_id, None, 50).await?;
+                let Some(question) = page
+                    .items
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == Role::User)
+                    .cloned()
+                else {
+                    return Err(ChatError::Conflict {
+                        code: "nothing_to_answer",
+                        message: "there is no user message to answer",
+                    });
+                };
+                let answer = self.inner.store.insert_message(placeholder).await?;
+                (question, answer, false)
+            }
+        };
+        self.claim(&answer).await;
+        if new_question {
+            let title: String = question.content.trim().chars().take(80).collect();
+            if let Err(error) = self.inner.store.set_title_if_empty(chat_id, &title).await {
+                tracing::warn!(%error, chat_id, "cannot set the chat title");
+            }
+        }
+
+        // The exchange's events: the question (if new), then the answer's placeholder. The
+        // answer's progress starts at the placeholder's offset, so a stream that joins now
+        // starts there, not at the start of the chat.
+        let topic = Topic::for_chat(chat_id);
+        let first = if new_question {
+            Some(
+                self.publish_or_fail(&topic, &answer, ChatEvent::Created(question.clone()))
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let created = self
+            .publish_or_fail(&topic, &answer, ChatEvent::Created(answer.clone()))
+            .await?;
+        let first = first.unwrap_or_else(|| created.clone());
+        let start = Published {
+            epoch: first.epoch,
+            offset: first.offset.saturating_sub(1),
+        };
+        if let Err(error) = self
+            .inner
+            .store
+            .set_exchange_start(&answer.id, &start.epoch, start.offset)
+            .await
+        {
+            tracing::warn!(%error, message_id = %answer.id, "cannot record where the exchange starts");
+        }
+        let up_to = (!new_question).then_some(question.seq);
+        let history = self.history(chat_id, up_to).await?;
+        self.start(bot, answer.clone(), created.offset, history, user_id);
+        Ok(Sent {
+            user_message: question,
+            assistant_message: answer,
+            start: Some(start),
+            repeated: false,
+        })
+    }
+
+    /// The exchange of an earlier request with `key`, if the chat has one.
+    async fn repeated(
+        &self,
+        chat_id: &str,
+        key: &str,
+        content: &str,
+    ) -> Result<Option<Sent>, ChatError> {
+        let Some((question, answer)) = self.inner.store.find_by_client_key(chat_id, key).await?
+        else {
+            return Ok(None);
+        };
+        if question.content != content {
+            return Err(ChatError::Conflict {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was used for a different message",
+            });
+        }
+        let Some(answer) = answer else {
+            // The question exists without its answer only between the two inserts of another
+            // request (one transaction, so never visible): treat as still being written.
+            return Err(ChatError::Busy);
+        };
+        let start = self
+            .inner
+            .store
+            .exchange_start(&answer.id)
+            .await?
+            .map(|(epoch, offset)| Published { epoch, offset });
+        Ok(Some(Sent {
+            user_message: question,
+            assistant_message: answer,
+            start,
+            repeated: true,
+        }))
+    }
+
+    fn validate_content(&self, content: &str) -> Result<(), ChatError> {
+        if content.trim().is_empty() {
+            return Err(ChatError::InvalidContent {
+                code: "empty_content",
+                message: "content is empty".into(),
+            });
+        }
+        if content.contains('\0') {
+            // PostgreSQL cannot store it in text; refuse it the same way on every store.
+            return Err(ChatError::InvalidContent {
+                code: "invalid_content",
+                message: "content contains a NUL character".into(),
+            });
+        }
+        let max = self.inner.settings.max_content_chars;
+        if content.chars().count() > max {
+            return Err(ChatError::InvalidContent {
+                code: "content_too_long",
+                message: format!("content is longer than {max} characters"),
+            });
+        }
+        Ok(())
+    }
+
+    fn placeholder(&self, chat_id: &str, bot: &Bot) -> NewMessage {
+        NewMessage {
+            chat_id: chat_id.to_owned(),
+            role: Role::Assistant,
+            content: String::new(),
+            status: MessageStatus::Streaming,
+            bot_id: Some(bot.config.id.clone()),
+            model: Some(bot.config.model.clone()),
+            client_key: None,
+        }
+    }
+
+    pub(crate) async fn claim(&self, message: &Message) {
+        let until = now_ms().saturating_add(duration_ms(self.inner.settings.lease_ttl));
+        if let Err(error) = self
+            .inner
+            .store
+            .renew_lease(&message.id, &self.inner.settings.instance_id, until)
+            .await
+        {
+            tracing::warn!(%error, message_id = %message.id, "cannot take the generation's lease");
+        }
+    }
+
+    /// Publishes an event of the exchange; if the broker is down, the placeholder is finished
+    /// as `error` so the chat is not left busy.
+    async fn publish_or_fail(
+        &self,
+        topic: &Topic,
+        placeholder: &Message,
+        event: ChatEvent,
+    ) -> Result<Published, ChatError> {
+        match self.inner.broker.publish(topic, event.to_new_event()).await {
+            Ok(p) => Ok(p),
+            Err(error) => {
+                let outcome = Outcome {
+                    status: MessageStatus::Error,
+                    content: String::new(),
+                    parts: Vec::new(),
+                    finish_reason: Some("error".to_owned()),
+                    usage: None,
+                    error: Some("the event broker is unavailable".to_owned()),
+                };
+                if let Err(e) = self.inner.store.finish(&placeholder.id, &outcome).await {
+                    tracing::warn!(error = %e, "cannot finish a placeholder after a broker failure");
+                }
+                Err(ChatError::Broker(error))
+            }
+        }
+    }
+
+    /// The chat's history for the prompt, oldest first, up to (and including) `up_to_seq`.
+    async fn history(
+        &self,
+        chat_id: &str,
+        up_to_seq: Option<i64>,
+    ) -> Result<Vec<Message>, ChatError> {
+        let budget = self.inner.settings.history_budget_chars;
+        let mut before = up_to_seq.map(|s| PageCursor(s.saturating_add(1)));
+        let mut newest_first: Vec<Message> = Vec::new();
+        let mut chars = 0usize;
+        // Bounded: at most 20 pages of 50, and stop as soon as the budget is reached.
+        for _ in 0..20 {
+            let page = self.inner.store.list_messages(chat_id, before, 50).await?;
+            for m in page.items.into_iter().rev() {
+                chars = chars.saturating_add(m.content.chars().count());
+                newest_first.push(m);
+            }
+            match page.next_before {
+                Some(cursor) if chars < budget => before = PageCursor::parse(&cursor),
+                _ => break,
+            }
+            if before.is_none() {
+                break;
+            }
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
+    /// Spawns the generation of `message`, whose `message.created` is at `offset`.
+    fn start(&self, bot: Bot, message: Message, offset: u64, history: Vec<Message>, user: &str) {
+        let request = CompletionRequest {
+            model: bot.config.model.clone(),
+            system: bot.config.system_prompt.clone(),
+            messages: fit_history(&history, self.inner.settings.history_budget_chars),
+            temperature: bot.config.temperature,
+            max_tokens: bot.config.max_tokens,
+            context: RequestContext {
+                user_id: Some(user.to_owned()),
+                chat_id: Some(message.chat_id.clone()),
+                message_id: Some(message.id.clone()),
+            },
+            ..CompletionRequest::default()
+        };
+        let cancel = CancellationToken::new();
+        let progress = Arc::new(Mutex::new(Progress {
+            message: message.clone(),
+            offset,
+            version: 0,
+        }));
+        let (done_tx, done_rx) = watch::channel(false);
+        lock(&self.inner.running).insert(
+            message.chat_id.clone(),
+            Running {
+                message_id: message.id.clone(),
+                cancel: cancel.clone(),
+                progress: progress.clone(),
+                done: done_rx,
+            },
+        );
+        let inner = self.inner.clone();
+        // A root span: the generation outlives the request that started it.
+        let span = tracing::info_span!(parent: None, "generation", chat_id = %message.chat_id, message_id = %message.id);
+        self.inner.tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                let chat_id = message.chat_id.clone();
+                let generation = Generation {
+                    inner: inner.clone(),
+                    provider: bot.provider,
+                    message_id: message.id.clone(),
+                    chat_id: chat_id.clone(),
+                    cancel,
+                    progress,
+                };
+                generation.run(request).await;
+                lock(&inner.running).remove(&chat_id);
+                let _ = done_tx.send(true);
+            },
+            span,
+        ));
+    }
+}
+
+/// A client key is 1 to [`MAX_CLIENT_KEY_LEN`] visible ASCII characters.
+fn validate_key(key: &str) -> Result<(), ChatError> {
+    if key.is_empty()
+        || key.len() > MAX_CLIENT_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ChatError::InvalidContent {
+            code: "invalid_idempotency_key",
+            message: format!(
+                "an Idempotency-Key is 1 to {MAX_CLIENT_KEY_LEN} visible ASCII characters"
+            ),
+        });
+    }
+    Ok(())
+}
