@@ -27,5 +27,6 @@ mod prompt;
 
 #[cfg(feature = "engine")]
 pub use engine::{
-    Bot, ChatEngine, ChatError, EngineSettings, Plan, Resume, Sent, Snapshot, control_topic,
+    AskOptions, Bot, ChatEngine, ChatError, EngineSettings, Plan, Question, Resume, Sent, Snapshot,
+    ToolOutput, control_topic,
 };

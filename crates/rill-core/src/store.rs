@@ -30,6 +30,15 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a chat for `user_id` with `bot_id`.
     async fn create_chat(&self, user_id: &str, bot_id: &str) -> Result<Chat, StoreError>;
 
+    /// Creates a chat with an id the client chose (the AI SDK's chat ids). An id that exists
+    /// already, whoever owns it, fails with [`StoreError::DuplicateKey`].
+    async fn create_chat_with_id(
+        &self,
+        user_id: &str,
+        bot_id: &str,
+        id: &str,
+    ) -> Result<Chat, StoreError>;
+
     /// The chat, if it exists and belongs to `user_id`.
     async fn get_chat(&self, user_id: &str, chat_id: &str) -> Result<Option<Chat>, StoreError>;
 
@@ -108,6 +117,16 @@ pub trait Store: Send + Sync + 'static {
     /// Writes the final state of a `Streaming` message. Returns `false` (and changes nothing)
     /// when it was no longer `Streaming`, so a generation and a lease reaper never both finish it.
     async fn finish(&self, message_id: &str, outcome: &Outcome) -> Result<bool, StoreError>;
+
+    /// Replaces the parts (and `content`) of a message that is no longer `Streaming`: the
+    /// results of its tool calls, supplied by the client after the answer. `false` when the
+    /// message does not exist or is still streaming.
+    async fn set_parts(
+        &self,
+        message_id: &str,
+        content: &str,
+        parts: &[Part],
+    ) -> Result<bool, StoreError>;
 
     /// The checkpoint offset saved with the last [`Store::checkpoint`] of a message.
     async fn checkpoint_offset(&self, message_id: &str) -> Result<Option<u64>, StoreError>;

@@ -69,7 +69,9 @@ pub(crate) fn db_error(op: &'static str, error: sqlx::Error) -> StoreError {
             // PostgreSQL names the index; SQLite names the indexed columns.
             ErrorKind::UniqueViolation
                 if db.constraint() == Some("messages_client_key")
-                    || db.message().contains("messages.client_key") =>
+                    || db.message().contains("messages.client_key")
+                    || db.constraint() == Some("chats_id_key")
+                    || db.message().contains("chats.id") =>
             {
                 return StoreError::DuplicateKey;
             }
@@ -137,8 +139,18 @@ macro_rules! sql_store {
                 user_id: &str,
                 bot_id: &str,
             ) -> Result<rill_core::chat::Chat, rill_core::StoreError> {
+                self.create_chat_with_id(user_id, bot_id, &$crate::backend::new_id())
+                    .await
+            }
+
+            async fn create_chat_with_id(
+                &self,
+                user_id: &str,
+                bot_id: &str,
+                id: &str,
+            ) -> Result<rill_core::chat::Chat, rill_core::StoreError> {
                 let row: $crate::rows::ChatRow = sqlx::query_as($crate::sql::INSERT_CHAT)
-                    .bind($crate::backend::new_id())
+                    .bind(id)
                     .bind(user_id)
                     .bind(bot_id)
                     .bind($crate::backend::now_ms())
@@ -403,6 +415,23 @@ macro_rules! sql_store {
                     .execute(&self.pool)
                     .await
                     .map_err(|e| $crate::backend::db_error("finish", e))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn set_parts(
+                &self,
+                message_id: &str,
+                content: &str,
+                parts: &[rill_core::chat::Part],
+            ) -> Result<bool, rill_core::StoreError> {
+                let done = sqlx::query($crate::sql::SET_PARTS)
+                    .bind(message_id)
+                    .bind(content)
+                    .bind($crate::rows::parts_json(parts))
+                    .bind($crate::backend::now_ms())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::backend::db_error("set parts", e))?;
                 Ok(done.rows_affected() > 0)
             }
 

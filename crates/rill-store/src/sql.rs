@@ -95,6 +95,9 @@ pub(crate) const SET_EXCHANGE_START: &str =
 pub(crate) const EXCHANGE_START: &str =
     "SELECT exchange_epoch, exchange_after FROM messages WHERE id = $1";
 
+pub(crate) const SET_PARTS: &str = "UPDATE messages SET content = $2, parts = $3, \
+     updated_at = $4 WHERE id = $1 AND status <> 'streaming'";
+
 pub(crate) const CHECKPOINT_OFFSET: &str = "SELECT checkpoint_offset FROM messages WHERE id = $1";
 
 pub(crate) const RENEW_LEASE: &str = "UPDATE messages SET lease_owner = $2, lease_until = $3 \

@@ -4,8 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use rill_core::chat::{Message, MessageStatus, NewMessage, Outcome, PageCursor, Role};
-use rill_core::{CompletionRequest, Published, RequestContext, StoreError, Topic};
+use rill_core::chat::{Message, MessageStatus, NewMessage, Outcome, PageCursor, Part, Role};
+use rill_core::{
+    CompletionRequest, Published, RequestContext, StoreError, ToolChoice, ToolSpec, Topic,
+};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -32,13 +35,44 @@ pub struct Sent {
     pub repeated: bool,
 }
 
+/// Per-request settings a face passes through to the provider (OpenAI's `instructions`,
+/// `tools`, `temperature`...). Not stored: they apply to this answer only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AskOptions {
+    /// Replaces the bot's system prompt.
+    pub system: Option<String>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub tools: Vec<ToolSpec>,
+    pub tool_choice: Option<ToolChoice>,
+}
+
+/// The result of a tool the model called in its latest answer, supplied by the client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolOutput {
+    /// The call's id (`call_...`), as the answer's tool-call part has it.
+    pub call_id: String,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// A question in full: what [`ChatEngine::ask`] answers.
+#[derive(Clone, Debug, Default)]
+pub struct Question {
+    /// The user's message; may be empty when `tool_results` carries the turn.
+    pub content: String,
+    /// The client's key for the message (`Idempotency-Key`, an AI SDK message id).
+    pub key: Option<String>,
+    pub options: AskOptions,
+    /// Results of the latest answer's tool calls, recorded on it before answering.
+    pub tool_results: Vec<ToolOutput>,
+}
+
 /// What an exchange answers.
 enum Ask<'a> {
-    /// A new user message, with the client's key if it gave one.
-    New {
-        content: &'a str,
-        key: Option<&'a str>,
-    },
+    /// A new question.
+    New(&'a Question),
     /// The last user message, again.
     Again,
 }
@@ -54,12 +88,104 @@ impl ChatEngine {
         content: &str,
         key: Option<&str>,
     ) -> Result<Sent, ChatError> {
-        self.validate_content(content)?;
-        if let Some(key) = key {
+        let question = Question {
+            content: content.to_owned(),
+            key: key.map(str::to_owned),
+            ..Question::default()
+        };
+        self.ask(user_id, chat_id, &question).await
+    }
+
+    /// [`ChatEngine::send`] in full: with per-request options, and results of the latest
+    /// answer's tool calls (recorded on that answer before the new one starts). With results
+    /// and no content, no user message is stored: the answer continues the conversation.
+    pub async fn ask(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        question: &Question,
+    ) -> Result<Sent, ChatError> {
+        if !(question.content.is_empty() && !question.tool_results.is_empty()) {
+            self.validate_content(&question.content)?;
+        }
+        if let Some(key) = &question.key {
             validate_key(key)?;
         }
-        self.start_exchange(user_id, chat_id, Ask::New { content, key })
+        self.start_exchange(user_id, chat_id, Ask::New(question))
             .await
+    }
+
+    /// Creates a chat with an id the client chose (1 to 128 characters of ASCII letters,
+    /// digits and `-_.~`). An id that exists already is refused (`chat_id_taken`).
+    pub async fn create_chat_with_id(
+        &self,
+        user_id: &str,
+        chat_id: &str,
+        bot_id: &str,
+    ) -> Result<rill_core::chat::Chat, ChatError> {
+        let valid = !chat_id.is_empty()
+            && chat_id.len() <= 128
+            && chat_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+        if !valid {
+            return Err(ChatError::InvalidContent {
+                code: "invalid_chat_id",
+                message: "a chat id is 1 to 128 ASCII letters, digits, '-', '_', '.' or '~'".into(),
+            });
+        }
+        if self.bot(bot_id).is_none() {
+            return Err(ChatError::UnknownBot(bot_id.to_owned()));
+        }
+        match self
+            .inner
+            .store
+            .create_chat_with_id(user_id, bot_id, chat_id)
+            .await
+        {
+            Ok(chat) => Ok(chat),
+            Err(StoreError::DuplicateKey) => Err(ChatError::Conflict {
+                code: "chat_id_taken",
+                message: "a chat with this id exists already",
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The exchange that produced assistant message `message_id` of one of `user_id`'s chats:
+    /// its question, the answer as stored now, and where its events start in the log.
+    pub async fn exchange_of(&self, user_id: &str, message_id: &str) -> Result<Sent, ChatError> {
+        let answer = self
+            .inner
+            .store
+            .get_message(message_id)
+            .await?
+            .filter(|m| m.role == Role::Assistant)
+            .ok_or(ChatError::NotFound)?;
+        self.chat(user_id, &answer.chat_id).await?;
+        let before = self
+            .inner
+            .store
+            .list_messages(&answer.chat_id, Some(PageCursor(answer.seq)), 50)
+            .await?;
+        let question = before
+            .items
+            .into_iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .ok_or(ChatError::NotFound)?;
+        let start = self
+            .inner
+            .store
+            .exchange_start(&answer.id)
+            .await?
+            .map(|(epoch, offset)| Published { epoch, offset });
+        Ok(Sent {
+            user_message: question,
+            assistant_message: answer,
+            start,
+            repeated: false,
+        })
     }
 
     /// Answers the last user message of `chat_id` again (after an error, a stop or an
@@ -89,10 +215,11 @@ impl ChatEngine {
             .bot(&chat.bot_id)
             .cloned()
             .ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
-        if let Ask::New {
+        if let Ask::New(Question {
             content,
             key: Some(key),
-        } = ask
+            ..
+        }) = ask
         {
             if let Some(sent) = self.repeated(chat_id, key, content).await? {
                 return Ok(sent);
@@ -101,24 +228,37 @@ impl ChatEngine {
         if self.is_running(chat_id) {
             return Err(ChatError::Busy);
         }
+        let options = match ask {
+            Ask::New(question) => {
+                if !question.tool_results.is_empty() {
+                    self.record_tool_results(chat_id, &question.tool_results)
+                        .await?;
+                }
+                question.options.clone()
+            }
+            Ask::Again => AskOptions::default(),
+        };
 
         let placeholder = self.placeholder(chat_id, &bot);
-        let (question, answer, new_question) = match ask {
-            Ask::New { content, key } => {
+        // The question, the answer's placeholder, whether the question is new, and how much
+        // of the history the model sees (a regeneration stops at its question: the answers
+        // after it are the ones being replaced).
+        let (question, answer, new_question, up_to) = match ask {
+            Ask::New(Question { content, key, .. }) if !content.is_empty() => {
                 let user = NewMessage {
                     chat_id: chat_id.to_owned(),
                     role: Role::User,
-                    content: content.to_owned(),
+                    content: content.clone(),
                     status: MessageStatus::Complete,
                     bot_id: None,
                     model: None,
-                    client_key: key.map(str::to_owned),
+                    client_key: key.clone(),
                 };
                 match self.inner.store.insert_exchange(user, placeholder).await {
-                    Ok((question, answer)) => (question, answer, true),
+                    Ok((question, answer)) => (question, answer, true, None),
                     // Two requests with one key raced: the other one's insert won.
                     Err(StoreError::DuplicateKey) => {
-                        let key = key.unwrap_or_default();
+                        let key = key.as_deref().unwrap_or_default();
                         return match self.repeated(chat_id, key, content).await? {
                             Some(sent) => Ok(sent),
                             None => Err(ChatError::Busy),
@@ -127,22 +267,18 @@ impl ChatEngine {
                     Err(error) => return Err(error.into()),
                 }
             }
-            Ask::Again => {
-                let page = self.inner.store.list_messages(chat_id, None, 50).await?;
-                let Some(question) = page
-                    .items
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == Role::User)
-                    .cloned()
-                else {
-                    return Err(ChatError::Conflict {
-                        code: "nothing_to_answer",
-                        message: "there is no user message to answer",
-                    });
-                };
+            // Tool results without words: the answer goes on from them, with the whole
+            // history (the call and its result included).
+            Ask::New(_) => {
+                let question = self.last_question(chat_id).await?;
                 let answer = self.inner.store.insert_message(placeholder).await?;
-                (question, answer, false)
+                (question, answer, false, None)
+            }
+            Ask::Again => {
+                let question = self.last_question(chat_id).await?;
+                let answer = self.inner.store.insert_message(placeholder).await?;
+                let up_to = Some(question.seq);
+                (question, answer, false, up_to)
             }
         };
         self.claim(&answer).await;
@@ -181,15 +317,69 @@ impl ChatEngine {
         {
             tracing::warn!(%error, message_id = %answer.id, "cannot record where the exchange starts");
         }
-        let up_to = (!new_question).then_some(question.seq);
         let history = self.history(chat_id, up_to).await?;
-        self.start(bot, answer.clone(), created.offset, history, user_id);
+        self.start(
+            bot,
+            answer.clone(),
+            created.offset,
+            history,
+            user_id,
+            options,
+        );
         Ok(Sent {
             user_message: question,
             assistant_message: answer,
             start: Some(start),
             repeated: false,
         })
+    }
+
+    /// The chat's last user message (what a regeneration answers again).
+    async fn last_question(&self, chat_id: &str) -> Result<Message, ChatError> {
+        let page = self.inner.store.list_messages(chat_id, None, 50).await?;
+        page.items
+            .into_iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .ok_or(ChatError::Conflict {
+                code: "nothing_to_answer",
+                message: "there is no user message to answer",
+            })
+    }
+
+    /// Records the results of the latest answer's tool calls on it.
+    async fn record_tool_results(
+        &self,
+        chat_id: &str,
+        results: &[ToolOutput],
+    ) -> Result<(), ChatError> {
+        let unknown = || ChatError::InvalidContent {
+            code: "unknown_tool_call",
+            message: "a tool result names no tool call of the latest answer".into(),
+        };
+        let mut answer = self.latest_answer(chat_id).await?.ok_or_else(unknown)?;
+        for result in results {
+            let call = answer.parts.iter_mut().find_map(|p| match p {
+                Part::ToolCall {
+                    id, output, error, ..
+                } if *id == result.call_id => Some((output, error)),
+                _ => None,
+            });
+            let Some((output, error)) = call else {
+                return Err(unknown());
+            };
+            output.clone_from(&result.output);
+            error.clone_from(&result.error);
+        }
+        if !self
+            .inner
+            .store
+            .set_parts(&answer.id, &answer.content, &answer.parts)
+            .await?
+        {
+            return Err(ChatError::Busy);
+        }
+        Ok(())
     }
 
     /// The exchange of an earlier request with `key`, if the chat has one.
@@ -333,19 +523,29 @@ impl ChatEngine {
     }
 
     /// Spawns the generation of `message`, whose `message.created` is at `offset`.
-    fn start(&self, bot: Bot, message: Message, offset: u64, history: Vec<Message>, user: &str) {
+    fn start(
+        &self,
+        bot: Bot,
+        message: Message,
+        offset: u64,
+        history: Vec<Message>,
+        user: &str,
+        options: AskOptions,
+    ) {
         let request = CompletionRequest {
             model: bot.config.model.clone(),
-            system: bot.config.system_prompt.clone(),
+            system: options.system.or_else(|| bot.config.system_prompt.clone()),
             messages: fit_history(&history, self.inner.settings.history_budget_chars),
-            temperature: bot.config.temperature,
-            max_tokens: bot.config.max_tokens,
+            temperature: options.temperature.or(bot.config.temperature),
+            max_tokens: options.max_tokens.or(bot.config.max_tokens),
+            stop: options.stop,
+            tools: options.tools,
+            tool_choice: options.tool_choice,
             context: RequestContext {
                 user_id: Some(user.to_owned()),
                 chat_id: Some(message.chat_id.clone()),
                 message_id: Some(message.id.clone()),
             },
-            ..CompletionRequest::default()
         };
         let cancel = CancellationToken::new();
         let progress = Arc::new(Mutex::new(Progress {
