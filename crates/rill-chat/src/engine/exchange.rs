@@ -105,7 +105,9 @@ impl ChatEngine {
         chat_id: &str,
         question: &Question,
     ) -> Result<Sent, ChatError> {
-        if !(question.content.is_empty() && !question.tool_results.is_empty()) {
+        // Tool results alone are a turn; otherwise the words must be acceptable.
+        let results_only = question.content.is_empty() && !question.tool_results.is_empty();
+        if !results_only {
             self.validate_content(&question.content)?;
         }
         if let Some(key) = &question.key {
