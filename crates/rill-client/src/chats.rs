@@ -9,12 +9,14 @@
 //! [`EventStream`], which reconnects with `Last-Event-ID` so the server replays exactly what was
 //! missed. When exact replay is impossible (no id received yet, or a `reset`), the server sends
 //! a `snapshot` of a running answer, and a finished one is read back from the history: either
-//! way the text comes out exactly once, as deltas appended to the last snapshot.
+//! way every part comes out exactly once.
+//!
+//! The events and the message model are the server's own (`rill_chat::protocol`,
+//! `rill_core::chat`): this client decodes exactly what the engine encodes, and
+//! [`ChatStream::message`] is the answer assembled from them, every part included.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -22,6 +24,9 @@ use reqwest::Method;
 use reqwest::header::{ACCEPT, HeaderValue};
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+use rill_chat::protocol::{self, ChatEvent};
+use rill_core::chat::Message;
 
 use crate::client::{Client, check_status};
 use crate::error::Error;
@@ -72,92 +77,6 @@ pub struct ChatPage {
     pub next_before: Option<String>,
 }
 
-/// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Role {
-    User,
-    Assistant,
-    /// A role this client does not know (a newer server).
-    #[serde(other)]
-    Unknown,
-}
-
-/// Where a message is in its life. Every status but `Streaming` is final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum MessageStatus {
-    Streaming,
-    Complete,
-    Stopped,
-    Error,
-    Interrupted,
-    /// A status this client does not know (a newer server); taken as final.
-    #[serde(other)]
-    Unknown,
-}
-
-impl MessageStatus {
-    /// Whether the message will change no more.
-    pub fn is_final(self) -> bool {
-        self != MessageStatus::Streaming
-    }
-
-    /// The wire name (`complete`, `stopped`...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageStatus::Streaming => "streaming",
-            MessageStatus::Complete => "complete",
-            MessageStatus::Stopped => "stopped",
-            MessageStatus::Error => "error",
-            MessageStatus::Interrupted => "interrupted",
-            MessageStatus::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for MessageStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Token counts reported by the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    pub input_tokens: u64,
-    #[serde(default)]
-    pub output_tokens: u64,
-}
-
-/// A message of a chat, as the API and the `message.created` / `snapshot` events carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Message {
-    pub id: String,
-    pub chat_id: String,
-    pub role: Role,
-    /// The whole text (so far, while `Streaming`).
-    pub content: String,
-    pub status: MessageStatus,
-    /// `stop`, `length`, `stopped`, `error`, `interrupted`; `None` while streaming.
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    #[serde(default)]
-    pub usage: Option<Usage>,
-    /// What went wrong, for status `error`.
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub bot_id: Option<String>,
-    #[serde(default)]
-    pub model: Option<String>,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-}
-
 /// A page of a chat's history, oldest to newest.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MessagePage {
@@ -176,34 +95,13 @@ pub struct Accepted {
     pub events_url: String,
 }
 
-/// A typed event of a chat's stream, as [`ChatStream`] yields them.
+/// What a [`ChatStream`] yields: the answer's events, and the connection's changes.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum ChatEvent {
-    /// `message.created`: the user's message, or the answer's empty `Streaming` placeholder.
-    Created(Message),
-    /// `message.delta`: append `text` to the message.
-    Delta { message_id: String, text: String },
-    /// `snapshot`: the message with its text so far; *replace* what was shown, do not append.
-    Snapshot(Message),
-    /// `message.completed`: the message is final.
-    Completed {
-        message_id: String,
-        status: MessageStatus,
-        finish_reason: Option<String>,
-        usage: Option<Usage>,
-        error: Option<String>,
-    },
-    /// `error`: the generation failed (`upstream_timeout`...); a `Completed` with status
-    /// `error` follows.
-    Error {
-        code: String,
-        message: String,
-        message_id: Option<String>,
-    },
-    /// `reset`: exact resume was impossible; the client resynchronises (a `Snapshot` follows
-    /// while the answer runs).
-    Reset,
+pub enum ChatUpdate {
+    /// An event of this exchange (its question's `message.created`, the answer's parts,
+    /// deltas, `snapshot`, `message.completed`, a generation `error`, `reset`).
+    Event(ChatEvent),
     /// The connection dropped; the client resumes after `delay` (reported so a terminal can say
     /// so; nothing needs doing).
     Reconnecting {
@@ -397,13 +295,10 @@ impl ChatsClient {
             seen_id: false,
             done: false,
         };
-        let inner = futures::stream::unfold(exchange, |mut exchange| async move {
-            let item = exchange.next().await?;
-            Some((item, exchange))
-        });
         Ok(ChatStream {
+            answer: accepted.assistant_message.clone(),
             accepted,
-            inner: Box::pin(inner),
+            exchange,
         })
     }
 
@@ -455,13 +350,18 @@ async fn wait_open(events: &mut EventStream) -> Result<(), Error> {
     }
 }
 
-/// The answer stream of [`ChatsClient::send`]: `Ok` events until the answer's
-/// [`ChatEvent::Completed`], after which it ends; or an `Err` (the server refused the stream
-/// for good, retries ran out) after which it ends. An event that cannot be decoded gives an
+/// The answer stream of [`ChatsClient::send`]: `Ok` updates until the answer's
+/// `message.completed`, after which it ends; or an `Err` (the server refused the stream for
+/// good, retries ran out) after which it ends. An event that cannot be decoded gives an
 /// [`Error::Decode`] item and the stream goes on.
+///
+/// [`ChatStream::next`] also keeps [`ChatStream::message`]: the answer as the events so far
+/// make it, every part included.
 pub struct ChatStream {
     accepted: Accepted,
-    inner: Pin<Box<dyn Stream<Item = Result<ChatEvent, Error>> + Send>>,
+    /// The answer, with every event of it applied.
+    answer: Message,
+    exchange: Exchange,
 }
 
 impl fmt::Debug for ChatStream {
@@ -479,13 +379,31 @@ impl ChatStream {
     pub fn accepted(&self) -> &Accepted {
         &self.accepted
     }
-}
 
-impl Stream for ChatStream {
-    type Item = Result<ChatEvent, Error>;
+    /// The answer as it stands: its text, its parts (reasoning, tool calls, sources) and, once
+    /// it is over, its status, finish reason and usage.
+    pub fn message(&self) -> &Message {
+        &self.answer
+    }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+    /// The next update, `None` after the answer's completion (or a final error).
+    pub async fn next(&mut self) -> Option<Result<ChatUpdate, Error>> {
+        let item = self.exchange.next().await?;
+        if let Ok(ChatUpdate::Event(event)) = &item {
+            if let Err(error) = protocol::apply(&mut self.answer, event) {
+                // A server that sends events that do not fit: say so, keep the stream.
+                tracing::warn!(%error, "an event does not fit the answer");
+            }
+        }
+        Some(item)
+    }
+
+    /// As a `Stream` of updates (the assembled answer is then not kept).
+    pub fn into_stream(self) -> impl Stream<Item = Result<ChatUpdate, Error>> + Send {
+        futures::stream::unfold(self, |mut stream| async move {
+            let item = stream.next().await?;
+            Some((item, stream))
+        })
     }
 }
 
@@ -496,7 +414,7 @@ struct Exchange {
     user_id: String,
     assistant_id: String,
     events: EventStream,
-    pending: VecDeque<ChatEvent>,
+    pending: VecDeque<ChatUpdate>,
     /// An event with an id has arrived, so a reconnect resumes exactly with `Last-Event-ID`.
     /// Until then a reconnect starts at the head, and what it missed is recovered by a
     /// `snapshot` (answer still running) or from the history (answer finished).
@@ -504,43 +422,11 @@ struct Exchange {
     done: bool,
 }
 
-/// The data of `message.delta`.
-#[derive(Deserialize)]
-struct DeltaData {
-    message_id: String,
-    text: String,
-}
-
-/// The data of `message.completed`.
-#[derive(Deserialize)]
-struct CompletedData {
-    message_id: String,
-    status: MessageStatus,
-    #[serde(default)]
-    finish_reason: Option<String>,
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-/// The data of `error`: a generation's failure (with `message_id`), or the server's notice
-/// that it ends the connection (`stream_duration`, `server_shutdown`: without `message_id`).
-#[derive(Deserialize)]
-struct ErrorData {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    message_id: Option<String>,
-}
-
 impl Exchange {
-    async fn next(&mut self) -> Option<Result<ChatEvent, Error>> {
+    async fn next(&mut self) -> Option<Result<ChatUpdate, Error>> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(Ok(event));
+            if let Some(update) = self.pending.pop_front() {
+                return Some(Ok(update));
             }
             if self.done {
                 return None;
@@ -579,7 +465,7 @@ impl Exchange {
                     attempt,
                 } => {
                     tracing::debug!(chat = %self.chat_id, %error, ?delay, attempt, "answer stream dropped; resuming");
-                    return Some(Ok(ChatEvent::Reconnecting {
+                    return Some(Ok(ChatUpdate::Reconnecting {
                         error,
                         delay,
                         attempt,
@@ -596,77 +482,46 @@ impl Exchange {
     }
 
     async fn on_event(&mut self, name: &str, data: &str) -> Result<(), Error> {
-        match name {
-            "message.created" | "snapshot" => {
-                let message: Message = serde_json::from_str(data).map_err(Error::Decode)?;
-                if self.ours(&message.id) {
-                    self.pending.push_back(if name == "snapshot" {
-                        ChatEvent::Snapshot(message)
-                    } else {
-                        ChatEvent::Created(message)
-                    });
-                }
-            }
-            "message.delta" => {
-                let delta: DeltaData = serde_json::from_str(data).map_err(Error::Decode)?;
-                if self.ours(&delta.message_id) {
-                    self.pending.push_back(ChatEvent::Delta {
-                        message_id: delta.message_id,
-                        text: delta.text,
-                    });
-                }
-            }
-            "message.completed" => {
-                let done: CompletedData = serde_json::from_str(data).map_err(Error::Decode)?;
-                if self.ours(&done.message_id) {
-                    self.done = done.message_id == self.assistant_id;
-                    self.pending.push_back(ChatEvent::Completed {
-                        message_id: done.message_id,
-                        status: done.status,
-                        finish_reason: done.finish_reason,
-                        usage: done.usage,
-                        error: done.error,
-                    });
-                }
-            }
-            "error" => {
-                let error: ErrorData = serde_json::from_str(data).map_err(Error::Decode)?;
-                match error.message_id {
-                    Some(id) if self.ours(&id) => self.pending.push_back(ChatEvent::Error {
-                        code: error.code,
-                        message: error.message,
-                        message_id: Some(id),
-                    }),
-                    // The server ends this connection (and says whether to come back): the
-                    // event stream reconnects, or fails with the status that explains why.
-                    _ => {
-                        tracing::debug!(chat = %self.chat_id, code = %error.code, "the server ends the answer stream")
-                    }
-                }
-            }
-            "reset" => {
-                self.pending.push_back(ChatEvent::Reset);
-                self.rejoin().await?;
-            }
+        let Some(event) = ChatEvent::decode(name, data.as_bytes())
+            .map_err(|e| Error::Decode(serde_json::Error::io(std::io::Error::other(e))))?
+        else {
             // Events of newer servers are not this client's business.
-            _ => {}
+            return Ok(());
+        };
+        match &event {
+            ChatEvent::Reset { .. } => {
+                // The state follows on the same stream (a snapshot of the running answer, or
+                // the latest answer and its completion); if ours is over and not the latest,
+                // the history has it.
+                self.pending.push_back(ChatUpdate::Event(event));
+                self.settle_from_history().await?;
+            }
+            ChatEvent::Error {
+                message_id: None,
+                code,
+                ..
+            } => {
+                // The server ends this connection (and says whether to come back): the event
+                // stream reconnects, or fails with the status that explains why.
+                tracing::debug!(chat = %self.chat_id, %code, "the server ends the answer stream");
+            }
+            other => match other.message_id() {
+                Some(id) if self.ours(id) => {
+                    if let ChatEvent::Completed { message_id, .. } = other {
+                        self.done = *message_id == self.assistant_id;
+                    }
+                    self.pending.push_back(ChatUpdate::Event(event));
+                }
+                _ => {}
+            },
         }
         Ok(())
     }
 
-    /// After a `reset`: follow the chat afresh from its head, so a running answer comes as a
-    /// `snapshot`, and a finished one is read from the history.
-    async fn rejoin(&mut self) -> Result<(), Error> {
-        self.events = self.chats.follow(&self.chat_id);
-        self.seen_id = false;
-        wait_open(&mut self.events).await?;
-        self.settle_from_history().await
-    }
-
-    /// Called when the stream was (re)opened at the chat's head: if the answer is already
-    /// final in the history, it is yielded from there (a `Snapshot` with the whole text and a
-    /// `Completed`), since no event of it will come any more. If it is still running, the
-    /// server sent a `snapshot` on this connection: nothing to do.
+    /// Called when the stream was (re)opened at the chat's head, or after a `reset`: if the
+    /// answer is already final in the history, it is yielded from there (a `snapshot` with the
+    /// whole answer and a `message.completed`), since no event of it will come any more. If it
+    /// is still running, the server sent a `snapshot` on this connection: nothing to do.
     async fn settle_from_history(&mut self) -> Result<(), Error> {
         let page = self
             .chats
@@ -679,16 +534,11 @@ impl Exchange {
         else {
             return Ok(());
         };
-        if message.status.is_final() {
-            let completed = ChatEvent::Completed {
-                message_id: message.id.clone(),
-                status: message.status,
-                finish_reason: message.finish_reason.clone(),
-                usage: message.usage,
-                error: message.error.clone(),
-            };
-            self.pending.push_back(ChatEvent::Snapshot(message));
-            self.pending.push_back(completed);
+        if message.status.is_final() && !self.done {
+            let completed = ChatEvent::completed_of(&message);
+            self.pending
+                .push_back(ChatUpdate::Event(ChatEvent::Snapshot(message)));
+            self.pending.push_back(ChatUpdate::Event(completed));
             self.done = true;
         }
         Ok(())

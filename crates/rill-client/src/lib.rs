@@ -7,7 +7,8 @@
 //!   redirects. Events are parsed by [`rill_sse::Parser`].
 //! - [`Client`]: one rill server (base URL, bearer token, HTTP pool); [`TopicsClient`] publishes
 //!   and subscribes on it; [`ChatsClient`] manages chats and streams answers as [`ChatEvent`]s,
-//!   resuming after dropped connections.
+//!   resuming after dropped connections, with every part of an answer
+//!   (reasoning, tool calls, sources) assembled in [`ChatStream::message`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), rill_client::Error> {
@@ -35,14 +36,18 @@ mod policy;
 mod topics;
 
 pub use chats::{
-    Accepted, Bot, CHAT_READ_TIMEOUT, Chat, ChatEvent, ChatPage, ChatStream, ChatsClient, Message,
-    MessagePage, MessageStatus, Role, Usage,
+    Accepted, Bot, CHAT_READ_TIMEOUT, Chat, ChatPage, ChatStream, ChatUpdate, ChatsClient,
+    MessagePage,
 };
 pub use client::Client;
 pub use error::{ApiError, Error};
 pub use event_source::{EventStream, SseItem, SseRequest};
 pub use policy::{MIN_BACKOFF_BASE, RetryPolicy};
 pub use reqwest;
+/// The chat events and the message model, shared with the server (`rill_chat::protocol`,
+/// `rill_core::chat`).
+pub use rill_chat::protocol::{ChatEvent, DeltaKind};
+pub use rill_core::chat::{Message, MessageStatus, Part, Role, Usage};
 pub use rill_sse::OwnedEvent as Event;
 pub use topics::{Published, SUBSCRIBE_READ_TIMEOUT, TopicEvent, TopicStream, TopicsClient};
 pub use url::Url;

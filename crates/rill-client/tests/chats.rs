@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use rill_client::reqwest::StatusCode;
-use rill_client::{ChatEvent, ChatStream, ChatsClient, Client, MessageStatus, RetryPolicy};
+use rill_client::{
+    ChatEvent, ChatStream, ChatUpdate, ChatsClient, Client, MessageStatus, Part, RetryPolicy,
+};
 use serde_json::json;
 use support::{End, LIMIT, Recorded, Reply, TestServer};
 
@@ -110,28 +111,32 @@ fn chats(server: &TestServer) -> ChatsClient {
         })
 }
 
-/// The whole answer stream, bounded in items and time.
-async fn collect(mut stream: ChatStream) -> Vec<ChatEvent> {
-    let mut events = Vec::new();
+/// The whole answer stream, bounded in items and time, and the answer it assembled.
+async fn collect_all(mut stream: ChatStream) -> (Vec<ChatUpdate>, rill_client::Message) {
+    let mut updates = Vec::new();
     for _ in 0..100 {
         match tokio::time::timeout(LIMIT, stream.next())
             .await
             .expect("an item in time")
         {
-            Some(item) => events.push(item.unwrap()),
-            None => return events,
+            Some(item) => updates.push(item.unwrap()),
+            None => return (updates, stream.message().clone()),
         }
     }
-    panic!("the stream did not end: {events:?}");
+    panic!("the stream did not end: {updates:?}");
+}
+
+async fn collect(stream: ChatStream) -> Vec<ChatUpdate> {
+    collect_all(stream).await.0
 }
 
 /// The answer's text as a screen shows it: deltas appended, a snapshot replaces.
-fn text(events: &[ChatEvent]) -> String {
+fn text(updates: &[ChatUpdate]) -> String {
     let mut text = String::new();
-    for event in events {
-        match event {
-            ChatEvent::Delta { text: t, .. } => text.push_str(t),
-            ChatEvent::Snapshot(m) => text.clone_from(&m.content),
+    for update in updates {
+        match update {
+            ChatUpdate::Event(ChatEvent::Delta { text: t, .. }) => text.push_str(t),
+            ChatUpdate::Event(ChatEvent::Snapshot(m)) => text.clone_from(&m.content),
             _ => {}
         }
     }
@@ -139,17 +144,19 @@ fn text(events: &[ChatEvent]) -> String {
 }
 
 /// A short name per event, to compare sequences.
-fn names(events: &[ChatEvent]) -> Vec<String> {
-    events
+fn names(updates: &[ChatUpdate]) -> Vec<String> {
+    updates
         .iter()
-        .map(|event| match event {
-            ChatEvent::Created(m) => format!("created {}", m.id),
-            ChatEvent::Delta { text, .. } => format!("delta {text}"),
-            ChatEvent::Snapshot(m) => format!("snapshot {}", m.content),
-            ChatEvent::Completed { status, .. } => format!("completed {status}"),
-            ChatEvent::Error { code, .. } => format!("error {code}"),
-            ChatEvent::Reset => "reset".into(),
-            ChatEvent::Reconnecting { .. } => "reconnecting".into(),
+        .map(|update| match update {
+            ChatUpdate::Event(ChatEvent::Created(m)) => format!("created {}", m.id),
+            ChatUpdate::Event(ChatEvent::Delta { text, .. }) => format!("delta {text}"),
+            ChatUpdate::Event(ChatEvent::Snapshot(m)) => format!("snapshot {}", m.content),
+            ChatUpdate::Event(ChatEvent::Completed { status, .. }) => {
+                format!("completed {status}")
+            }
+            ChatUpdate::Event(ChatEvent::Error { code, .. }) => format!("error {code}"),
+            ChatUpdate::Event(ChatEvent::Reset { .. }) => "reset".into(),
+            ChatUpdate::Reconnecting { .. } => "reconnecting".into(),
             other => format!("{other:?}"),
         })
         .collect()
@@ -189,7 +196,7 @@ async fn send_opens_the_stream_first_posts_as_json_and_ends_at_the_answers_compl
         ]
     );
     match &events[4] {
-        ChatEvent::Completed { usage, .. } => {
+        ChatUpdate::Event(ChatEvent::Completed { usage, .. }) => {
             assert_eq!(usage.map(|u| u.output_tokens), Some(4));
         }
         other => panic!("{other:?}"),
@@ -369,12 +376,81 @@ async fn the_servers_end_of_stream_notice_is_not_a_generation_error_but_a_failur
         ]
     );
     match events.last() {
-        Some(ChatEvent::Completed { status, error, .. }) => {
+        Some(ChatUpdate::Event(ChatEvent::Completed { status, error, .. })) => {
             assert_eq!(*status, MessageStatus::Error);
             assert_eq!(error.as_deref(), Some("too slow"));
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_stream_assembles_every_part_of_the_answer() {
+    let part = |id: u32, part: u32, value: serde_json::Value| {
+        let mut data = json!({"message_id": "a1", "part": part});
+        for (k, v) in value.as_object().unwrap() {
+            data[k] = v.clone();
+        }
+        frame(id, "message.part", &data)
+    };
+    let piece = |id: u32, event: &str, part: u32, text: &str| {
+        frame(
+            id,
+            event,
+            &json!({"message_id": "a1", "part": part, "text": text}),
+        )
+    };
+    let server = chat_server(
+        move |_, _| {
+            let body = [
+                "retry: 5\n\n".to_owned(),
+                created_user(),
+                created_answer(),
+                part(3, 0, json!({"type": "reasoning", "text": ""})),
+                piece(4, "message.reasoning.delta", 0, "Let me think."),
+                frame(5, "message.part.done", &json!({"message_id": "a1", "part": 0, "signature": "sig"})),
+                part(6, 1, json!({"type": "tool_call", "id": "call_1", "name": "get_weather", "input_text": ""})),
+                piece(7, "message.tool_input.delta", 1, "{\"city\":\"Seoul\"}"),
+                frame(8, "message.part.done", &json!({"message_id": "a1", "part": 1, "input": {"city": "Seoul"}})),
+                frame(9, "message.tool_result", &json!({"message_id": "a1", "part": 1, "output": {"temperature": 21}})),
+                part(10, 2, json!({"type": "source", "url": "https://example.com/w", "title": "W"})),
+                part(11, 3, json!({"type": "text", "text": ""})),
+                piece(12, "message.delta", 3, "It is 21."),
+                frame(13, "message.part.done", &json!({"message_id": "a1", "part": 3})),
+                completed(14),
+            ]
+            .concat();
+            Reply::sse(&body).ending(End::Hold)
+        },
+        json!({}),
+    )
+    .await;
+    let (_, answer) = collect_all(chats(&server).send("c1", "Hello").await.unwrap()).await;
+    assert_eq!(answer.content, "It is 21.");
+    assert_eq!(answer.status, MessageStatus::Complete);
+    assert_eq!(
+        answer.parts,
+        [
+            Part::Reasoning {
+                text: "Let me think.".into(),
+                signature: Some("sig".into()),
+                redacted: None
+            },
+            Part::ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                input_text: "{\"city\":\"Seoul\"}".into(),
+                input: Some(json!({"city": "Seoul"})),
+                output: Some(json!({"temperature": 21})),
+                error: None,
+            },
+            Part::Source {
+                url: "https://example.com/w".into(),
+                title: Some("W".into())
+            },
+            Part::text("It is 21."),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -1,13 +1,19 @@
 //! `rill chat`: a terminal chat with a bot of a rill server, interactive or one-shot (a message
 //! in, exactly the answer's text out, for shell pipelines). Answers stream as they are generated
 //! and resume by themselves after a dropped connection (`rill_client::ChatsClient::send`).
+//!
+//! Standard output carries the answer's text and nothing else. The model's reasoning streams to
+//! standard error (dimmed on a terminal), and each tool call is one line there, with its
+//! arguments and result; sources too. `--json` prints every event instead, one JSON object per
+//! line.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use futures::StreamExt;
-use rill_client::{ChatEvent, ChatsClient, Error, MessageStatus, Role};
+use rill_client::{
+    ChatEvent, ChatUpdate, ChatsClient, DeltaKind, Error, MessageStatus, Part, Role,
+};
 use tokio::sync::mpsc;
 
 use crate::sub_cmd::ServerArgs;
@@ -37,6 +43,11 @@ pub(crate) struct ChatArgs {
     /// terminal on standard input: an interactive session.
     #[arg(value_name = "MESSAGE")]
     message: Option<String>,
+
+    /// Print every event of the answer as one JSON object per line (`{"event","data"}`)
+    /// instead of its text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn main(args: ChatArgs) -> anyhow::Result<()> {
@@ -71,9 +82,9 @@ async fn run(args: ChatArgs) -> anyhow::Result<()> {
         Some(message) => {
             // On stderr, so stdout carries the answer alone.
             eprintln!("rill: chat {chat} (continue it with --chat {chat})");
-            one_shot_answer(&chats, &chat, &message).await
+            one_shot_answer(&chats, &chat, &message, args.json).await
         }
-        None => interactive_session(&chats, &chat).await,
+        None => interactive_session(&chats, &chat, args.json).await,
     }
 }
 
@@ -171,12 +182,17 @@ async fn show_history(chats: &ChatsClient, chat: &str) -> anyhow::Result<()> {
 
 /// Sends one message and prints exactly the answer's text (with a final newline only when
 /// stdout is a terminal); a non-complete answer is an error (its partial text stays printed).
-async fn one_shot_answer(chats: &ChatsClient, chat: &str, message: &str) -> anyhow::Result<()> {
+async fn one_shot_answer(
+    chats: &ChatsClient,
+    chat: &str,
+    message: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let stream = chats
         .send(chat, message)
         .await
         .context("the message was not accepted")?;
-    let mut out = AnswerPrinter::new();
+    let mut out = AnswerPrinter::new(json);
     let outcome = out.print(stream, None).await;
     if std::io::stdout().is_terminal() {
         out.end_line()?;
@@ -186,7 +202,7 @@ async fn one_shot_answer(chats: &ChatsClient, chat: &str, message: &str) -> anyh
 
 /// An interactive session: a prompt, a line sent per message, answers streamed; Ctrl-C during
 /// an answer stops it, Ctrl-C at the prompt or Ctrl-D (end of input) ends the session.
-async fn interactive_session(chats: &ChatsClient, chat: &str) -> anyhow::Result<()> {
+async fn interactive_session(chats: &ChatsClient, chat: &str, json: bool) -> anyhow::Result<()> {
     println!("Type a message and press Enter; Ctrl-C stops an answer, Ctrl-D quits.");
     let mut lines = stdin_lines();
     loop {
@@ -213,8 +229,10 @@ async fn interactive_session(chats: &ChatsClient, chat: &str) -> anyhow::Result<
                 continue;
             }
         };
-        print!("bot> ");
-        let mut out = AnswerPrinter::new();
+        if !json {
+            print!("bot> ");
+        }
+        let mut out = AnswerPrinter::new(json);
         let outcome = out.print(stream, Some((chats, chat))).await;
         out.end_line()?;
         match outcome {
@@ -264,19 +282,31 @@ impl Outcome {
     }
 }
 
-/// Prints an answer's text as it streams, exactly once: deltas are appended, a snapshot (after
-/// a resume that could not replay exactly) only adds what is not printed yet.
+/// Prints an answer as it streams, exactly once: its text on stdout (deltas appended, a
+/// snapshot after a resume that could not replay exactly only adds what is not printed yet),
+/// its reasoning, tool calls and sources on stderr; or every event as JSON.
 struct AnswerPrinter {
     stdout: std::io::Stdout,
     /// The text printed so far.
     shown: String,
+    json: bool,
+    /// Standard error is a terminal: reasoning is dimmed.
+    dim: bool,
+    /// Reasoning is being printed (its line is open on stderr).
+    thinking: bool,
+    /// Tool calls printed already, by part index.
+    tools_shown: std::collections::HashSet<usize>,
 }
 
 impl AnswerPrinter {
-    fn new() -> Self {
+    fn new(json: bool) -> Self {
         AnswerPrinter {
             stdout: std::io::stdout(),
             shown: String::new(),
+            json,
+            dim: std::io::stderr().is_terminal(),
+            thinking: false,
+            tools_shown: std::collections::HashSet::new(),
         }
     }
 
@@ -306,12 +336,61 @@ impl AnswerPrinter {
                 _ => stream.next().await,
             };
             let Some(item) = item else {
+                self.end_thinking();
                 bail!("the answer stream ended before the answer did");
             };
-            match item? {
-                ChatEvent::Delta { message_id, text } if message_id == assistant => {
+            let event = match item? {
+                ChatUpdate::Event(event) => event,
+                // The first drop of a healthy stream is routine (the server ends streams at
+                // their maximum duration); say something only when it keeps failing.
+                ChatUpdate::Reconnecting { error, attempt, .. } => {
+                    if attempt > 1 {
+                        eprintln!("\nrill: connection lost ({error}); resuming");
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if self.json {
+                self.json_line(&event)?;
+            }
+            let answer = stream.message();
+            match &event {
+                ChatEvent::Error { code, message, .. } => {
+                    failure = Some(format!("{message} ({code})"));
+                }
+                ChatEvent::Completed {
+                    message_id,
+                    status,
+                    error,
+                    ..
+                } if *message_id == assistant => {
+                    if !self.json {
+                        self.end_thinking();
+                        self.show_tools(answer, true);
+                    }
+                    return Ok(Outcome {
+                        status: *status,
+                        error: error.clone().or(failure),
+                    });
+                }
+                _ if self.json => {}
+                ChatEvent::Delta {
+                    message_id,
+                    kind: DeltaKind::Text,
+                    text,
+                    ..
+                } if *message_id == assistant => {
+                    self.end_thinking();
+                    let text = text.clone();
                     self.write(&text)?;
                 }
+                ChatEvent::Delta {
+                    message_id,
+                    kind: DeltaKind::Reasoning,
+                    text,
+                    ..
+                } if *message_id == assistant => self.think(text),
                 ChatEvent::Snapshot(message) if message.id == assistant => {
                     match message.content.strip_prefix(self.shown.as_str()) {
                         Some(rest) => {
@@ -327,28 +406,80 @@ impl AnswerPrinter {
                         }
                     }
                 }
-                ChatEvent::Error { code, message, .. } => {
-                    failure = Some(format!("{message} ({code})"));
-                }
-                // The first drop of a healthy stream is routine (the server ends streams at
-                // their maximum duration); say something only when it keeps failing.
-                ChatEvent::Reconnecting { error, attempt, .. } if attempt > 1 => {
-                    eprintln!("\nrill: connection lost ({error}); resuming");
-                }
-                ChatEvent::Completed {
+                ChatEvent::PartStarted {
                     message_id,
-                    status,
-                    error,
+                    value: Part::Source { url, title },
                     ..
-                } if message_id == assistant => {
-                    return Ok(Outcome {
-                        status,
-                        error: error.or(failure),
-                    });
+                } if *message_id == assistant => {
+                    self.end_thinking();
+                    eprintln!(
+                        "[source] {}{url}",
+                        title
+                            .as_deref()
+                            .map(|t| format!("{t} "))
+                            .unwrap_or_default()
+                    );
+                }
+                ChatEvent::ToolResult { message_id, .. } if *message_id == assistant => {
+                    self.end_thinking();
+                    self.show_tools(answer, false);
                 }
                 _ => {}
             }
         }
+    }
+
+    /// One line per tool call: when its result is in, or (`all`) at the end of the answer.
+    fn show_tools(&mut self, answer: &rill_client::Message, all: bool) {
+        for (index, part) in answer.parts.iter().enumerate() {
+            let Part::ToolCall {
+                name,
+                input_text,
+                output,
+                error,
+                ..
+            } = part
+            else {
+                continue;
+            };
+            if self.tools_shown.contains(&index) || (!all && output.is_none() && error.is_none()) {
+                continue;
+            }
+            self.tools_shown.insert(index);
+            let result = match (output, error) {
+                (_, Some(error)) => format!(" -> error: {error}"),
+                (Some(output), None) => format!(" -> {output}"),
+                (None, None) => String::new(),
+            };
+            eprintln!("[tool] {name}({input_text}){result}");
+        }
+    }
+
+    /// Streams reasoning to stderr, dimmed on a terminal.
+    fn think(&mut self, text: &str) {
+        let mut err = std::io::stderr();
+        if !self.thinking {
+            self.thinking = true;
+            let _ = write!(err, "{}[thinking] ", if self.dim { "\x1b[2m" } else { "" });
+        }
+        let _ = write!(err, "{text}");
+        let _ = err.flush();
+    }
+
+    fn end_thinking(&mut self) {
+        if std::mem::take(&mut self.thinking) {
+            eprintln!("{}", if self.dim { "\x1b[0m" } else { "" });
+        }
+    }
+
+    /// One event as a line of JSON: `{"event": name, "data": ...}`.
+    fn json_line(&mut self, event: &ChatEvent) -> anyhow::Result<()> {
+        let data: serde_json::Value =
+            serde_json::from_slice(&event.data()).unwrap_or(serde_json::Value::Null);
+        let line = serde_json::json!({ "event": event.name(), "data": data });
+        writeln!(self.stdout, "{line}")
+            .and_then(|()| self.stdout.flush())
+            .context("cannot write to stdout")
     }
 
     /// Writes `text` at once (flushed: tokens show as they come) and remembers it.
@@ -363,6 +494,9 @@ impl AnswerPrinter {
 
     /// Ends the line the answer left open.
     fn end_line(&mut self) -> anyhow::Result<()> {
+        if self.json {
+            return Ok(());
+        }
         if !self.shown.ends_with('\n') || self.shown.is_empty() {
             self.write("\n")?;
         }

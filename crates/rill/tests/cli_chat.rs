@@ -7,8 +7,10 @@ use std::net::TcpListener;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use futures::StreamExt;
-use rill_client::{ChatEvent, ChatStream, ChatsClient, Client, MessageStatus, RetryPolicy, Role};
+use rill_client::{
+    ChatEvent, ChatStream, ChatUpdate, ChatsClient, Client, DeltaKind, MessageStatus, RetryPolicy,
+    Role,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
@@ -118,7 +120,7 @@ fn stdout(output: &Output) -> &str {
 }
 
 /// The whole answer stream, bounded in items and time.
-async fn collect(mut stream: ChatStream) -> Vec<ChatEvent> {
+async fn collect(mut stream: ChatStream) -> Vec<ChatUpdate> {
     let mut events = Vec::new();
     for _ in 0..100_000 {
         match tokio::time::timeout(LIMIT, stream.next())
@@ -133,24 +135,28 @@ async fn collect(mut stream: ChatStream) -> Vec<ChatEvent> {
 }
 
 /// The answer's text as a screen shows it: deltas appended, a snapshot replaces.
-fn text(events: &[ChatEvent], answer: &str) -> String {
+fn text(events: &[ChatUpdate], answer: &str) -> String {
     let mut text = String::new();
     for event in events {
         match event {
-            ChatEvent::Delta {
+            ChatUpdate::Event(ChatEvent::Delta {
                 message_id,
+                kind: DeltaKind::Text,
                 text: t,
-            } if message_id == answer => text.push_str(t),
-            ChatEvent::Snapshot(m) if m.id == answer => text.clone_from(&m.content),
+                ..
+            }) if message_id == answer => text.push_str(t),
+            ChatUpdate::Event(ChatEvent::Snapshot(m)) if m.id == answer => {
+                text.clone_from(&m.content)
+            }
             _ => {}
         }
     }
     text
 }
 
-fn final_status(events: &[ChatEvent]) -> MessageStatus {
+fn final_status(events: &[ChatUpdate]) -> MessageStatus {
     match events.last() {
-        Some(ChatEvent::Completed { status, .. }) => *status,
+        Some(ChatUpdate::Event(ChatEvent::Completed { status, .. })) => *status,
         other => panic!("the stream ends with the answer's completion, not {other:?}"),
     }
 }
@@ -239,7 +245,7 @@ async fn answers_resume_exactly_while_the_server_ends_streams_every_300ms() {
     let events = collect(stream).await;
     let reconnects = events
         .iter()
-        .filter(|e| matches!(e, ChatEvent::Reconnecting { .. }))
+        .filter(|e| matches!(e, ChatUpdate::Reconnecting { .. }))
         .count();
     assert_eq!(final_status(&events), MessageStatus::Complete);
     let history = chats.messages(&chat.id, None, None).await.expect("history");
@@ -285,7 +291,13 @@ async fn stop_and_regenerate_through_the_client_end_as_stopped() {
                 .expect("an event in time")
                 .expect("not ended")
                 .expect("no error");
-            let first_text = matches!(&event, ChatEvent::Delta { .. });
+            let first_text = matches!(
+                &event,
+                ChatUpdate::Event(ChatEvent::Delta {
+                    kind: DeltaKind::Text,
+                    ..
+                })
+            );
             events.push(event);
             if first_text {
                 break;
