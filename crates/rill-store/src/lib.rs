@@ -40,6 +40,16 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// only queue on the write lock.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 
+/// The size the write-ahead log is cut back to when SQLite restarts it (`journal_size_limit`),
+/// and past which a connection returning to the pool truncates it (see [`WalGuard`]). Twice the
+/// automatic checkpoint's 1000 pages (4 MiB at the default page size), so a normal checkpoint
+/// cycle never reaches it.
+const SQLITE_WAL_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// How long to wait before truncating again after a checkpoint that could not finish (a reader
+/// held an old snapshot past the busy timeout), so it is not retried on every release.
+const SQLITE_WAL_RETRY: Duration = Duration::from_secs(1);
+
 /// PostgreSQL pool size per instance: enough for checkpoints of many generations and history
 /// reads at once, small enough that several instances stay under the server's default
 /// `max_connections` (100).
@@ -88,7 +98,11 @@ async fn connect_sqlite(url: &str, target: &str) -> Result<Arc<dyn Store>, Store
         // too costly for that.
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        // When SQLite restarts the log after a checkpoint, it cuts the file back to this size
+        // (otherwise the file keeps its largest size forever).
+        .pragma("journal_size_limit", SQLITE_WAL_LIMIT.to_string())
+        .pragma("wal_autocheckpoint", "1000");
     if !url.contains("mode=") {
         // `sqlite://rill.db` means "this file", created on first start like the default.
         options = options.create_if_missing(true);
@@ -102,7 +116,16 @@ async fn connect_sqlite(url: &str, target: &str) -> Result<Arc<dyn Store>, Store
             .idle_timeout(None)
             .max_lifetime(None)
     } else {
-        SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
+        let guard = Arc::new(WalGuard::new(options.get_filename()));
+        SqlitePoolOptions::new()
+            .max_connections(SQLITE_MAX_CONNECTIONS)
+            .after_release(move |conn, _| {
+                let guard = guard.clone();
+                Box::pin(async move {
+                    guard.check(conn).await;
+                    Ok(true)
+                })
+            })
     }
     .acquire_timeout(CONNECT_TIMEOUT)
     .connect_with(options)
@@ -114,6 +137,92 @@ async fn connect_sqlite(url: &str, target: &str) -> Result<Arc<dyn Store>, Store
         .map_err(|e| StoreError::Backend(format!("migrating SQLite database {target}: {e}")))?;
     tracing::info!(database = %target, "storage ready (SQLite)");
     Ok(Arc::new(backend::SqliteStore::new(pool)))
+}
+
+/// Keeps SQLite's write-ahead log bounded.
+///
+/// SQLite checkpoints the log after every 1000 pages written (`wal_autocheckpoint`), but such a
+/// checkpoint never waits for readers, and the log can only restart from its beginning once no
+/// reader uses it. With readers always active (streams, history pages, eight pooled
+/// connections) that moment never comes, and the log grows without end: 137 MB next to a 2 MB
+/// database was seen. So whenever a connection returns to the pool and the `-wal` file is past
+/// [`SQLITE_WAL_LIMIT`], it runs `PRAGMA wal_checkpoint(TRUNCATE)`: that one waits (up to the
+/// busy timeout) for the readers of old snapshots to finish, holding new writers back
+/// meanwhile, copies every page into the database and truncates the log to zero bytes. Readers
+/// that start meanwhile read the database file, so a steady stream of them cannot starve it.
+/// Runs in the pool's release task, never in a request's path; one at a time.
+#[derive(Debug)]
+struct WalGuard {
+    wal: std::path::PathBuf,
+    /// Set while one connection truncates, so the others do not queue behind it.
+    busy: std::sync::atomic::AtomicBool,
+    /// No truncation before this (after one that could not finish). A std `Mutex`: held for a
+    /// comparison, never across an await.
+    not_before: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl WalGuard {
+    fn new(database: &std::path::Path) -> Self {
+        let mut wal = database.as_os_str().to_owned();
+        wal.push("-wal");
+        WalGuard {
+            wal: wal.into(),
+            busy: std::sync::atomic::AtomicBool::new(false),
+            not_before: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn check(&self, conn: &mut sqlx::SqliteConnection) {
+        use std::sync::atomic::Ordering;
+        // One `stat` per released connection: far cheaper than any query.
+        let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        if size <= SQLITE_WAL_LIMIT {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if lock(&self.not_before).is_some_and(|t| now < t) || self.busy.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let result: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut *conn)
+                .await;
+        let backoff = match result {
+            // A writer's automatic checkpoint held the checkpoint lock (SQLite does not wait for
+            // it): the next release tries again at once.
+            Ok((1, -1, _)) => false,
+            Ok((0, log, checkpointed)) => {
+                tracing::debug!(
+                    log,
+                    checkpointed,
+                    wal_bytes = size,
+                    "Truncated the SQLite write-ahead log."
+                );
+                false
+            }
+            Ok((_, log, checkpointed)) => {
+                tracing::debug!(
+                    log,
+                    checkpointed,
+                    "A reader outlasted the busy timeout; the write-ahead log was not truncated."
+                );
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Checkpointing the SQLite write-ahead log failed.");
+                true
+            }
+        };
+        if backoff {
+            *lock(&self.not_before) = Some(tokio::time::Instant::now() + SQLITE_WAL_RETRY);
+        }
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn connect_postgres(url: &str, target: &str) -> Result<Arc<dyn Store>, StoreError> {
