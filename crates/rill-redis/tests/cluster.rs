@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cluster_config, connect, redis_cluster, skip};
+use common::{cluster_config, connect, redis_cluster, skip_private};
 use rill_core::{Broker, Epoch, SpentSet, Topic};
 use rill_test_support::broker_contract::{RecordingSink, event};
 use rill_test_support::redis_servers::RedisCluster;
@@ -32,7 +32,7 @@ fn spread(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<(Topic, usize)>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_on_every_primary_are_published_read_and_fed_across_brokers() {
-    if skip() {
+    if skip_private() {
         return;
     }
     let cluster = redis_cluster().await;
@@ -67,7 +67,7 @@ async fn topics_on_every_primary_are_published_read_and_fed_across_brokers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_restarted_empty_changes_only_its_own_epochs() {
-    if skip() {
+    if skip_private() {
         return;
     }
     let mut cluster = redis_cluster().await;
@@ -138,7 +138,7 @@ async fn a_primary_restarted_empty_changes_only_its_own_epochs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_is_spent_once_across_brokers_on_a_cluster() {
-    if skip() {
+    if skip_private() {
         return;
     }
     let cluster = redis_cluster().await;

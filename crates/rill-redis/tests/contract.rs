@@ -24,7 +24,7 @@ macro_rules! contract_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if common::skip() {
+                    if common::skip_private() {
                         return;
                     }
                     let server = common::tls_redis().await;
@@ -40,7 +40,7 @@ macro_rules! contract_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if common::skip() {
+                    if common::skip_private() {
                         return;
                     }
                     let cluster = common::redis_cluster().await;

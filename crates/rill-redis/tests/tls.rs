@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, skip, tls_config, tls_redis};
+use common::{connect, skip_private, tls_config, tls_redis};
 use rill_core::{Broker, Topic};
 use rill_redis::{ConfigError, ConnectError, RedisBroker, RedisBrokerConfig};
 use rill_test_support::broker_contract::{RecordingSink, event};
@@ -23,7 +23,7 @@ async fn connect_error(config: RedisBrokerConfig) -> ConnectError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_reads_and_feeds_live_over_tls() {
-    if skip() {
+    if skip_private() {
         return;
     }
     let server = tls_redis().await;
@@ -46,7 +46,7 @@ async fn publishes_reads_and_feeds_live_over_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_that_did_not_sign_the_certificate_is_a_tls_error() {
-    if skip() {
+    if skip_private() {
         return;
     }
     let server = tls_redis().await;
@@ -64,7 +64,7 @@ async fn a_ca_that_did_not_sign_the_certificate_is_a_tls_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_system_roots_do_not_trust_a_private_ca() {
-    if skip() {
+    if skip_private() {
         return;
     }
     let server = tls_redis().await;
@@ -77,7 +77,7 @@ async fn the_system_roots_do_not_trust_a_private_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_the_certificate_does_not_name_is_a_tls_error() {
-    if skip() {
+    if skip_private() {
         return;
     }
     let server = tls_redis().await;

@@ -18,11 +18,15 @@ use std::time::{Duration, Instant};
 /// How long a server may take to answer after it was started.
 const STARTUP: Duration = Duration::from_secs(20);
 
-/// True (after saying so loudly) when tests that start their own Redis must be skipped.
+/// True (after saying so loudly) when tests that start their own Redis must be skipped:
+/// `RILL_TEST_SKIP_REDIS` (no Redis at all) or `RILL_TEST_SKIP_PRIVATE_REDIS` (no
+/// `redis-server` with TLS to start), which `scripts/test` sets outside CI only.
 pub fn skip() -> bool {
-    if std::env::var_os("RILL_TEST_SKIP_REDIS").is_some() {
-        eprintln!("!!! RILL_TEST_SKIP_REDIS is set: SKIPPING a test that starts its own Redis !!!");
-        return true;
+    for var in ["RILL_TEST_SKIP_REDIS", "RILL_TEST_SKIP_PRIVATE_REDIS"] {
+        if std::env::var_os(var).is_some() {
+            eprintln!("!!! {var} is set: SKIPPING a test that starts its own Redis !!!");
+            return true;
+        }
     }
     false
 }

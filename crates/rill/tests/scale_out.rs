@@ -1114,7 +1114,7 @@ where
     F: FnOnce(Backends) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if skip(true) {
+    if skip(true) || rill_test_support::redis_servers::skip() {
         return;
     }
     let server = tokio::task::spawn_blocking(TlsRedis::start)
@@ -1183,7 +1183,7 @@ async fn over_tls_every_database_connection_is_encrypted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_ca_that_did_not_sign_the_certificate_fails_start_up_naming_the_setting() {
-    if skip(false) {
+    if rill_test_support::redis_servers::skip() {
         return;
     }
     let server = tokio::task::spawn_blocking(TlsRedis::start)
@@ -1224,7 +1224,7 @@ where
     F: FnOnce(Backends, RedisCluster) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if skip(true) {
+    if skip(true) || rill_test_support::redis_servers::skip() {
         return;
     }
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))

@@ -248,6 +248,11 @@ pub fn make_with(base: RedisBrokerConfig) -> MakeBroker {
     })
 }
 
+/// True (loudly) when tests that start a private Redis (TLS, cluster) must be skipped.
+pub fn skip_private() -> bool {
+    rill_test_support::redis_servers::skip()
+}
+
 /// Starts a private TLS Redis (blocking work, off the runtime's threads).
 pub async fn tls_redis() -> rill_test_support::redis_servers::TlsRedis {
     tokio::task::spawn_blocking(rill_test_support::redis_servers::TlsRedis::start)
