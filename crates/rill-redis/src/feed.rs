@@ -863,13 +863,13 @@ impl ControlTask {
                     let _ = reply.send(());
                 }
             }
+            // Not subscribed here: the topic is gone meanwhile, or routed elsewhere again (that
+            // link tells its sinks).
             Control::Moved { channel, .. } => {
                 if subscribed.contains(&channel) {
                     let n = self.feed.interrupt(|t| *t.channel == *channel, true);
                     tracing::info!(node = %self.link.name, sinks = n,
                         "A topic's slot moved; its live feeds re-synchronise.");
-                } else if !self.feed.wants(&self.link, &channel) {
-                    // Gone meanwhile, or routed elsewhere again (that link tells the sinks).
                 }
             }
             Control::Dropped { .. } => {}
