@@ -10,9 +10,13 @@
 //!
 //! ```text
 //! <epoch>.<topic-set hash>.<offset of topic 1>.<offset of topic 2>...
+//! <epoch of topic 1>-<epoch of topic 2>-....<topic-set hash>.<offset of topic 1>...
 //! ```
 //!
-//! Topics are in sorted order; the hash (FNV-1a of the sorted names, base 36) makes an id from a
+//! The second form is for brokers whose topics have epochs of their own (a Redis Cluster keeps
+//! one per slot, so a shard that loses its data resets only its topics); it is written only when
+//! the topics' epochs differ, so an id over topics of one epoch keeps the first form (every id
+//! of the in-process broker and of one Redis). Topics are in sorted order; the hash (FNV-1a of the sorted names, base 36) makes an id from a
 //! connection with other topics detectable instead of silently misapplied. Offset 0 means
 //! "nothing from this topic yet". The format is opaque to clients; only this module reads it.
 
@@ -60,7 +64,8 @@ impl fmt::Debug for Epoch {
 /// The position of one connection in each of its topics.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StreamCursor {
-    pub epoch: Epoch,
+    /// The epoch of each topic's log, in sorted topic order, or one epoch for every topic.
+    pub epochs: Vec<Epoch>,
     /// Hash of the sorted topic set the offsets belong to (see [`topic_set_hash`]).
     pub topics_hash: u32,
     /// The last offset seen in each topic, in sorted topic order; 0 means none yet.
@@ -72,7 +77,11 @@ impl StreamCursor {
     /// garbage): the caller treats that as a foreign id and resets.
     pub fn parse(s: &str) -> Option<Self> {
         let mut parts = s.split('.');
-        let epoch = Epoch::new(parts.next()?)?;
+        let epochs = parts
+            .next()?
+            .split('-')
+            .map(Epoch::new)
+            .collect::<Option<Vec<Epoch>>>()?;
         let hash = parts.next()?;
         if hash.is_empty() || hash.len() > 7 {
             return None;
@@ -88,32 +97,54 @@ impl StreamCursor {
                 }
             })
             .collect::<Option<Vec<u64>>>()?;
-        if offsets.is_empty() {
+        if offsets.is_empty() || (epochs.len() != 1 && epochs.len() != offsets.len()) {
             return None;
         }
         Some(StreamCursor {
-            epoch,
+            epochs,
             topics_hash,
             offsets,
         })
     }
 
-    /// Whether this cursor belongs to a connection over exactly `sorted_topics` in `epoch`.
-    pub fn matches(&self, epoch: &Epoch, sorted_topics: &[Topic]) -> bool {
-        &self.epoch == epoch
-            && self.offsets.len() == sorted_topics.len()
+    /// The epoch of the `i`-th topic (sorted order).
+    pub fn epoch_of(&self, i: usize) -> Option<&Epoch> {
+        match self.epochs.as_slice() {
+            [one] => Some(one),
+            all => all.get(i),
+        }
+    }
+
+    /// Whether this cursor belongs to a connection over exactly `sorted_topics`, whatever the
+    /// epochs.
+    pub fn fits(&self, sorted_topics: &[Topic]) -> bool {
+        self.offsets.len() == sorted_topics.len()
+            && (self.epochs.len() == 1 || self.epochs.len() == self.offsets.len())
             && self.topics_hash == topic_set_hash(sorted_topics)
+    }
+
+    /// Whether this cursor belongs to a connection over exactly `sorted_topics`, every one of
+    /// them in `epoch`.
+    pub fn matches(&self, epoch: &Epoch, sorted_topics: &[Topic]) -> bool {
+        self.fits(sorted_topics) && self.epochs.iter().all(|e| e == epoch)
     }
 }
 
 impl fmt::Display for StreamCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{}",
-            self.epoch,
-            to_base36(u64::from(self.topics_hash))
-        )?;
+        // One epoch when they are all the same: the form every single-epoch broker writes.
+        match self.epochs.split_first() {
+            Some((first, rest)) if rest.iter().all(|e| e == first) => write!(f, "{first}")?,
+            _ => {
+                for (i, e) in self.epochs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+            }
+        }
+        write!(f, ".{}", to_base36(u64::from(self.topics_hash)))?;
         for o in &self.offsets {
             write!(f, ".{o}")?;
         }
@@ -163,16 +194,45 @@ mod tests {
     #[test]
     fn round_trip() {
         let ts = topics(&["b", "a", "c/d"]);
+        let e = Epoch::from_random(0xdead_beef_1234);
         let c = StreamCursor {
-            epoch: Epoch::from_random(0xdead_beef_1234),
+            epochs: vec![e.clone()],
             topics_hash: topic_set_hash(&ts),
             offsets: vec![0, 17, u64::MAX],
         };
         let s = c.to_string();
         assert_eq!(StreamCursor::parse(&s), Some(c.clone()));
-        assert!(c.matches(&c.epoch, &ts));
-        assert!(!c.matches(&c.epoch, &topics(&["a", "b"])));
+        assert!(c.matches(&e, &ts));
+        assert!(!c.matches(&e, &topics(&["a", "b"])));
         assert!(!c.matches(&Epoch::new("other").unwrap(), &ts));
+        assert_eq!(c.epoch_of(2), Some(&e));
+    }
+
+    #[test]
+    fn epochs_per_topic() {
+        let ts = topics(&["a", "b", "c"]);
+        let (x, y) = (Epoch::new("x1").unwrap(), Epoch::new("y2").unwrap());
+        let c = StreamCursor {
+            epochs: vec![x.clone(), y.clone(), x.clone()],
+            topics_hash: topic_set_hash(&ts),
+            offsets: vec![1, 2, 3],
+        };
+        let s = c.to_string();
+        assert!(s.starts_with("x1-y2-x1."), "{s}");
+        let back = StreamCursor::parse(&s).unwrap();
+        assert_eq!(back, c);
+        assert!(back.fits(&ts));
+        assert!(!back.matches(&x, &ts), "not every topic is in x1");
+        assert_eq!(back.epoch_of(1), Some(&y));
+        // Equal epochs are written once: the id every single-epoch broker writes.
+        let same = StreamCursor {
+            epochs: vec![x.clone(); 3],
+            ..c.clone()
+        };
+        assert!(same.to_string().starts_with("x1."), "{same}");
+        assert!(same.matches(&x, &ts));
+        // Two epochs for three topics is not an id of ours.
+        assert_eq!(StreamCursor::parse("x1-y2.0.1.2.3"), None);
     }
 
     #[test]
@@ -191,6 +251,9 @@ mod tests {
             "a.zzzzzzzz.1",
             "a.b.1.",
             "a.b.99999999999999999999999",
+            "a-.b.1",
+            "-a.b.1",
+            "a-B.b.1",
         ] {
             assert_eq!(StreamCursor::parse(s), None, "{s:?}");
         }

@@ -104,7 +104,7 @@ impl Hub {
     /// The id of an event at `offset` for a stream over `topic` alone (what publish answers).
     pub fn single_topic_id(epoch: &Epoch, topic: &Topic, offset: u64) -> String {
         StreamCursor {
-            epoch: epoch.clone(),
+            epochs: vec![epoch.clone()],
             topics_hash: topic_set_hash(std::slice::from_ref(topic)),
             offsets: vec![offset],
         }
@@ -140,10 +140,12 @@ impl Hub {
             });
             attachments.push(self.broker.attach(topic, sink).await?);
         }
-        let epoch = self.broker.epoch().await?;
 
+        // Each topic's epoch: from the client's id, else read below. (A broker may keep one
+        // epoch per topic, or per group of topics: see `StreamCursor`.)
         let n = topics.len();
         let mut positions = vec![0; n];
+        let mut epochs: Vec<Option<Epoch>> = vec![None; n];
         let mut catch = vec![Catch::Live; n];
         let start = match request.start {
             Start::LastEventId(id) if id.trim().is_empty() => Start::Live,
@@ -152,14 +154,14 @@ impl Hub {
         match start {
             Start::Live => {}
             Start::LastEventId(id) => match StreamCursor::parse(id.trim()) {
-                Some(cursor) if cursor.matches(&epoch, &topics) => {
+                // An id of these topics: replay after it. If a topic's epoch has changed since,
+                // its first log read says so and it resets (`epoch_changed`).
+                Some(cursor) if cursor.fits(&topics) => {
+                    for (i, e) in epochs.iter_mut().enumerate() {
+                        *e = cursor.epoch_of(i).cloned();
+                    }
                     positions = cursor.offsets;
                     catch = vec![Catch::Read; n];
-                }
-                Some(cursor)
-                    if cursor.epoch != epoch && cursor.topics_hash == topic_set_hash(&topics) =>
-                {
-                    catch = vec![Catch::Reset(ResetReason::EpochChanged); n];
                 }
                 _ => catch = vec![Catch::Reset(ResetReason::UnknownId); n],
             },
@@ -173,11 +175,22 @@ impl Hub {
             }
         }
         // Live topics start at their head, read after attaching: anything newer is queued.
+        // The same read gives the epoch of every topic the id did not cover.
+        let mut known = Vec::with_capacity(n);
         for idx in 0..n {
-            if catch[idx] == Catch::Live {
-                positions[idx] = self.broker.read(&topics[idx], u64::MAX, 0).await?.head;
-            }
+            let epoch = match epochs[idx].take() {
+                Some(e) => e,
+                None => {
+                    let read = self.broker.read(&topics[idx], u64::MAX, 0).await?;
+                    if catch[idx] == Catch::Live {
+                        positions[idx] = read.head;
+                    }
+                    read.epoch
+                }
+            };
+            known.push(epoch);
         }
+        let epochs = known;
         let catching_up = catch.iter().any(|c| *c != Catch::Live);
         queue.set_catching_up(catching_up);
         self.metrics.open_streams.fetch_add(1, Ordering::Relaxed);
@@ -187,9 +200,9 @@ impl Hub {
             metrics: self.metrics.clone(),
             queue,
             _attachments: attachments,
-            id_prefix: id_prefix(&epoch, hash),
+            id_prefix: id_prefix(&epochs, hash),
             hash,
-            epoch,
+            epochs,
             topics,
             positions,
             catch,
@@ -208,10 +221,10 @@ impl Hub {
     }
 }
 
-fn id_prefix(epoch: &Epoch, hash: u32) -> String {
+fn id_prefix(epochs: &[Epoch], hash: u32) -> String {
     // The cursor's own formatting, minus its offsets.
     let s = StreamCursor {
-        epoch: epoch.clone(),
+        epochs: epochs.to_vec(),
         topics_hash: hash,
         offsets: vec![0],
     }
@@ -241,8 +254,9 @@ pub struct HubStream {
     /// Sorted, distinct.
     topics: Vec<Topic>,
     hash: u32,
-    epoch: Epoch,
-    /// `<epoch>.<topic-set hash>`: every id of this stream starts with it.
+    /// Each topic's epoch (in the order of `topics`).
+    epochs: Vec<Epoch>,
+    /// `<epoch(s)>.<topic-set hash>`: every id of this stream starts with it.
     id_prefix: String,
     /// The last offset written in each topic (what the next id carries).
     positions: Vec<u64>,
@@ -297,7 +311,7 @@ impl HubStream {
     /// The id of the stream's current position (what the last written event carried).
     pub fn cursor(&self) -> String {
         StreamCursor {
-            epoch: self.epoch.clone(),
+            epochs: self.epochs.clone(),
             topics_hash: self.hash,
             offsets: self.positions.clone(),
         }
@@ -442,8 +456,8 @@ impl HubStream {
             Catch::Live => {}
             Catch::Reset(reason) => {
                 let read = self.broker.read(&topic, u64::MAX, 0).await?;
-                if read.epoch != self.epoch {
-                    self.epoch_changed(read.epoch);
+                if read.epoch != self.epochs[idx] {
+                    self.epoch_changed(idx, read.epoch);
                     return Ok(());
                 }
                 self.positions[idx] = read.head;
@@ -453,8 +467,8 @@ impl HubStream {
             Catch::Read => {
                 let pos = self.positions[idx];
                 let read = self.broker.read(&topic, pos, self.replay_batch).await?;
-                if read.epoch != self.epoch {
-                    self.epoch_changed(read.epoch);
+                if read.epoch != self.epochs[idx] {
+                    self.epoch_changed(idx, read.epoch);
                     return Ok(());
                 }
                 if pos > read.head {
@@ -494,13 +508,18 @@ impl HubStream {
         Ok(())
     }
 
-    /// The broker's logs were lost: every position is meaningless; reset every topic.
-    fn epoch_changed(&mut self, epoch: Epoch) {
-        self.id_prefix = id_prefix(&epoch, self.hash);
-        self.epoch = epoch;
-        self.catch
-            .iter_mut()
-            .for_each(|c| *c = Catch::Reset(ResetReason::EpochChanged));
+    /// The log of topic `idx` was lost (its epoch is now `epoch`): so were those of every topic
+    /// of the same epoch (one key holds it: all of a broker with one epoch, a cluster slot's
+    /// topics), and their positions mean nothing; reset them. Topics of other epochs go on.
+    fn epoch_changed(&mut self, idx: usize, epoch: Epoch) {
+        let old = self.epochs[idx].clone();
+        for (e, c) in self.epochs.iter_mut().zip(self.catch.iter_mut()) {
+            if *e == old {
+                *e = epoch.clone();
+                *c = Catch::Reset(ResetReason::EpochChanged);
+            }
+        }
+        self.id_prefix = id_prefix(&self.epochs, self.hash);
     }
 
     /// Writes the queued live events taken from the queue, deduplicating and spotting gaps.

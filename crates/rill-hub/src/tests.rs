@@ -688,3 +688,103 @@ async fn a_lost_log_resets_with_epoch_changed_then_continues() {
         r#"{"topic":"a","reason":"epoch_changed"}"#
     );
 }
+
+/// A broker with an epoch per shard, as a Redis Cluster has per slot: topics whose name starts
+/// with `a` live on one shard, the others on the other.
+struct Sharded {
+    shards: [Arc<Losable>; 2],
+}
+
+impl Sharded {
+    fn shard(&self, t: &Topic) -> &Arc<Losable> {
+        &self.shards[usize::from(!t.as_str().starts_with('a'))]
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for Sharded {
+    async fn epoch(&self) -> Result<Epoch, BrokerError> {
+        self.shards[0].epoch().await
+    }
+    async fn publish(&self, topic: &Topic, event: NewEvent) -> Result<Published, BrokerError> {
+        self.shard(topic).publish(topic, event).await
+    }
+    async fn read(&self, topic: &Topic, after: u64, limit: usize) -> Result<LogRead, BrokerError> {
+        self.shard(topic).read(topic, after, limit).await
+    }
+    async fn attach(&self, topic: &Topic, sink: Arc<dyn Sink>) -> Result<Attachment, BrokerError> {
+        self.shard(topic).attach(topic, sink).await
+    }
+}
+
+#[tokio::test]
+async fn a_shard_that_loses_its_logs_resets_only_its_topics() {
+    let shard = || {
+        Arc::new(Losable {
+            current: Mutex::new(MemoryBroker::new(Retention::default())),
+            sinks: Mutex::new(Vec::new()),
+        })
+    };
+    let sharded = Arc::new(Sharded {
+        shards: [shard(), shard()],
+    });
+    let hub = Hub::new(sharded.clone(), HubConfig::default());
+    let (a, b) = (topic("a"), topic("b"));
+    let both = || vec![a.clone(), b.clone()];
+    let mut s = hub
+        .open(StreamRequest::topics(both(), Start::Live))
+        .await
+        .unwrap();
+    let mut p = Parser::new();
+    hub.publish(&a, ev("1")).await.unwrap();
+    hub.publish(&b, ev("2")).await.unwrap();
+    let before = events(&mut s, &mut p, 2).await;
+    let id = before[1].id.clone();
+    let (ea, eb) = (
+        sharded.shards[0].broker().epoch_now(),
+        sharded.shards[1].broker().epoch_now(),
+    );
+    assert!(
+        id.starts_with(&format!("{ea}-{eb}.")),
+        "the id carries both epochs: {id}"
+    );
+
+    sharded.shards[1].lose_logs();
+    hub.publish(&b, ev("3")).await.unwrap();
+    hub.publish(&a, ev("4")).await.unwrap();
+    let mut got: Vec<String> = events(&mut s, &mut p, 2)
+        .await
+        .iter()
+        .map(|e| format!("{} {}", e.event, e.data))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            format!("message {}", envelope("a", "4")),
+            r#"reset {"topic":"b","reason":"epoch_changed"}"#.to_owned(),
+        ],
+        "only b's shard lost its log"
+    );
+    hub.publish(&b, ev("5")).await.unwrap();
+    assert_eq!(data(&events(&mut s, &mut p, 1).await), [envelope("b", "5")]);
+
+    // Resuming from before the loss: a replays exactly, b resets.
+    let mut old = hub
+        .open(StreamRequest::topics(both(), Start::LastEventId(id)))
+        .await
+        .unwrap();
+    let mut got: Vec<String> = events(&mut old, &mut Parser::new(), 2)
+        .await
+        .iter()
+        .map(|e| format!("{} {}", e.event, e.data))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            format!("message {}", envelope("a", "4")),
+            r#"reset {"topic":"b","reason":"epoch_changed"}"#.to_owned(),
+        ]
+    );
+}

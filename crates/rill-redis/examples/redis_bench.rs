@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Uses `RILL_TEST_REDIS` (default `redis://127.0.0.1:6379`) and a random key prefix that it
-//! deletes at the end.
+//! deletes at the end. `RILL_BENCH_CA_FILE=ca.pem` trusts that CA for a `rediss://` URL;
+//! `RILL_BENCH_CLUSTER=1` treats the URL as a Redis Cluster seed (keys are then left behind: run
+//! it on a throwaway cluster).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +76,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = RedisBrokerConfig::new(url.clone());
     config.key_prefix = prefix.clone();
     config.retention_count = 10_000;
+    config.tls_ca_file = std::env::var_os("RILL_BENCH_CA_FILE").map(Into::into);
+    config.cluster = std::env::var_os("RILL_BENCH_CLUSTER").is_some();
+    let config_cluster = config.cluster;
     let broker = RedisBroker::connect(config).await?;
 
     // 1. Publish throughput, no subscribers, over 100 topics.
@@ -112,7 +117,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     drop(attachments);
 
-    // Clean up the bench keys.
+    // Clean up the bench keys (one server only: a cluster's keys are on several).
+    if config_cluster || url.starts_with("rediss://") {
+        return Ok(());
+    }
     let client = redis::Client::open(url)?;
     let mut c = client.get_multiplexed_async_connection().await?;
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -1,5 +1,6 @@
 //! The Redis broker's settings, validated before anything connects.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings of a [`crate::RedisBroker`].
@@ -8,9 +9,18 @@ use std::time::Duration;
 /// defaults for everything but the URL. Its `Debug` hides the URL's password.
 #[derive(Clone)]
 pub struct RedisBrokerConfig {
-    /// `redis://[user:password@]host[:port][/db]` or `unix:///path/to/socket`. The password never
-    /// reaches a log line or an error message.
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) or
+    /// `unix:///path/to/socket`. With [`cluster`](Self::cluster), one or more seed nodes,
+    /// comma-separated (`redis://h1:6379,redis://h2:6379`). The password never reaches a log
+    /// line or an error message.
     pub url: String,
+    /// PEM file of the certificate authorities that sign the server's certificate, for
+    /// `rediss://` URLs; `None` trusts the system's roots. Only these are trusted when set.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The URL names nodes of a Redis Cluster: keys and channels are routed by slot, the epoch
+    /// is kept per slot, and live events come over one Pub/Sub connection per primary
+    /// (docs/scale-out.md).
+    pub cluster: bool,
     /// Prepended to every key and channel, so several deployments (or tests) can share one Redis.
     /// Up to 64 chars of ASCII letters, digits and `_ - . : @ /`.
     pub key_prefix: String,
@@ -40,6 +50,8 @@ impl RedisBrokerConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisBrokerConfig {
             url: url.into(),
+            tls_ca_file: None,
+            cluster: false,
             key_prefix: "rill:".to_owned(),
             retention_count: 1000,
             retention_age: Some(Duration::from_secs(3600)),
@@ -54,10 +66,15 @@ impl RedisBrokerConfig {
 
 impl std::fmt::Debug for RedisBrokerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url =
-            url::Url::parse(&self.url).map_or_else(|_| "<invalid>".to_owned(), |u| redacted(&u));
+        let url: Vec<String> = self
+            .url
+            .split(',')
+            .map(|u| url::Url::parse(u).map_or_else(|_| "<invalid>".to_owned(), |u| redacted(&u)))
+            .collect();
         f.debug_struct("RedisBrokerConfig")
-            .field("url", &url)
+            .field("url", &url.join(","))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("cluster", &self.cluster)
             .field("key_prefix", &self.key_prefix)
             .field("retention_count", &self.retention_count)
             .field("retention_age", &self.retention_age)
@@ -76,9 +93,14 @@ pub enum ConfigError {
     #[error("invalid Redis URL: {0}")]
     BadUrl(String),
     #[error(
-        "unsupported Redis URL scheme {0:?}: use redis://host:port[/db] or unix:///path/to/socket"
+        "unsupported Redis URL scheme {0:?}: use redis://host:port[/db], rediss://host:port[/db] \
+         (TLS) or unix:///path/to/socket"
     )]
     BadScheme(String),
+    #[error("invalid Redis Cluster URL: {0}")]
+    BadCluster(String),
+    #[error("cannot use the Redis CA file {path}: {reason}")]
+    BadCaFile { path: String, reason: String },
     #[error("invalid Redis key prefix {0:?}: up to 64 ASCII letters, digits and _ - . : @ /")]
     BadPrefix(String),
     #[error("invalid Redis broker setting: {0}")]
@@ -94,6 +116,14 @@ pub enum ConnectError {
     /// message has its password removed.
     #[error("cannot connect to Redis at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The TLS handshake failed: the server's certificate is not signed by a trusted CA (the
+    /// CA file, or the system's roots), or does not name the host of the URL.
+    #[error(
+        "TLS with Redis at {url} failed: {reason}; check that the CA file (or the system's \
+         roots) signed the server's certificate and that the URL's host is a name the \
+         certificate holds"
+    )]
+    Tls { url: String, reason: String },
 }
 
 /// The URL without its password, for messages and logs.
@@ -107,12 +137,43 @@ pub(crate) fn redacted(url: &url::Url) -> String {
 }
 
 impl RedisBrokerConfig {
-    /// Checks every field; returns the parsed URL.
-    pub(crate) fn validate(&self) -> Result<url::Url, ConfigError> {
-        let url = url::Url::parse(&self.url).map_err(|e| ConfigError::BadUrl(e.to_string()))?;
-        match url.scheme() {
-            "redis" | "unix" | "redis+unix" => {}
-            other => return Err(ConfigError::BadScheme(other.to_owned())),
+    /// Checks every field; returns the parsed URLs (one, or a cluster's seeds).
+    pub(crate) fn validate(&self) -> Result<Vec<url::Url>, ConfigError> {
+        let urls = self
+            .url
+            .split(',')
+            .map(|u| url::Url::parse(u.trim()).map_err(|e| ConfigError::BadUrl(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        for url in &urls {
+            match url.scheme() {
+                "redis" | "rediss" => {}
+                "unix" | "redis+unix" if !self.cluster => {}
+                "unix" | "redis+unix" => {
+                    return Err(ConfigError::BadCluster(
+                        "a cluster is reached over TCP: use redis:// or rediss:// seeds".into(),
+                    ));
+                }
+                other => return Err(ConfigError::BadScheme(other.to_owned())),
+            }
+        }
+        if urls.len() > 1 && !self.cluster {
+            return Err(ConfigError::BadUrl(
+                "several URLs (comma-separated) are only for the seeds of a cluster".into(),
+            ));
+        }
+        let tls = urls.iter().filter(|u| u.scheme() == "rediss").count();
+        if tls != 0 && tls != urls.len() {
+            return Err(ConfigError::BadCluster(
+                "the seeds mix rediss:// and redis://: a cluster is all TLS or none".into(),
+            ));
+        }
+        if let Some(path) = &self.tls_ca_file {
+            if tls == 0 {
+                return Err(ConfigError::BadCaFile {
+                    path: path.display().to_string(),
+                    reason: "a CA file is for TLS, but the URL is not rediss://".into(),
+                });
+            }
         }
         let p = &self.key_prefix;
         let prefix_ok = p.len() <= 64
@@ -140,7 +201,26 @@ impl RedisBrokerConfig {
                 return Err(ConfigError::BadValue(what));
             }
         }
-        Ok(url)
+        Ok(urls)
+    }
+
+    /// The CA file's PEM, checked to hold at least one certificate.
+    pub(crate) fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let bad = |reason: String| ConfigError::BadCaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
+            return Err(bad(
+                "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+        Ok(Some(pem))
     }
 }
 
@@ -152,6 +232,18 @@ mod tests {
     fn validation() {
         let ok = RedisBrokerConfig::new("redis://127.0.0.1:6379/2");
         assert!(ok.validate().is_ok());
+        assert!(RedisBrokerConfig::new("rediss://h:1").validate().is_ok());
+        let mut c = RedisBrokerConfig::new("redis://a:1,redis://b:2");
+        assert!(matches!(c.validate(), Err(ConfigError::BadUrl(_))));
+        c.cluster = true;
+        assert_eq!(c.validate().unwrap().len(), 2);
+        c.url = "rediss://a:1,redis://b:2".into();
+        assert!(matches!(c.validate(), Err(ConfigError::BadCluster(_))));
+        c.url = "unix:///tmp/r.sock".into();
+        assert!(matches!(c.validate(), Err(ConfigError::BadCluster(_))));
+        let mut c = RedisBrokerConfig::new("redis://h:1");
+        c.tls_ca_file = Some("/tmp/ca.pem".into());
+        assert!(matches!(c.validate(), Err(ConfigError::BadCaFile { .. })));
         let e = RedisBrokerConfig::new("http://127.0.0.1:6379")
             .validate()
             .unwrap_err();
@@ -160,10 +252,6 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("redis://"));
-        let e = RedisBrokerConfig::new("rediss://h:1")
-            .validate()
-            .unwrap_err();
-        assert!(matches!(e, ConfigError::BadScheme(_)));
         assert!(matches!(
             RedisBrokerConfig::new("not a url").validate(),
             Err(ConfigError::BadUrl(_))

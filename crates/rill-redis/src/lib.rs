@@ -18,6 +18,7 @@
 mod config;
 mod feed;
 mod keys;
+mod once;
 mod scripts;
 
 use std::sync::Arc;
@@ -25,7 +26,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, Value};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    Client, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisFuture, TlsCertificates,
+    Value,
+};
 use rill_core::{
     Attachment, Broker, BrokerError, Epoch, Event, LogRead, NewEvent, Published, Sink, Topic,
 };
@@ -33,17 +40,18 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use config::{ConfigError, ConnectError, RedisBrokerConfig};
 
-use feed::{Feed, FeedSettings, PubSubMode, parse_u64};
-use keys::Keys;
+use feed::{ClusterNodes, Feed, FeedSettings, PubSubMode, parse_u64};
+use keys::{Keys, key_slot, topic_slot};
 use scripts::Scripts;
 
 /// The most events one `read` returns, whatever the caller asks: bounds one script's run time
 /// and reply size (Redis is single-threaded; a huge XRANGE stalls every instance).
 const MAX_READ: usize = 10_000;
 
-/// A [`Broker`] backed by Redis. Cheap to clone; every clone shares the connections.
+/// A [`Broker`] backed by Redis (one server, or a Redis Cluster). Cheap to clone; every clone
+/// shares the connections.
 ///
-/// Dropping the last clone stops the Pub/Sub task (attachments still alive stop receiving).
+/// Dropping the last clone stops the Pub/Sub tasks (attachments still alive stop receiving).
 #[derive(Clone, Debug)]
 pub struct RedisBroker {
     inner: Arc<Inner>,
@@ -51,9 +59,11 @@ pub struct RedisBroker {
 
 #[derive(Debug)]
 struct Inner {
-    /// Commands (publish, read, epoch): a multiplexed connection that reconnects by itself.
-    conn: ConnectionManager,
+    /// Commands (publish, read, epoch): connections that reconnect by themselves.
+    conn: Commands,
     keys: Keys,
+    /// Whether keys and channels are routed by cluster slot (epochs per slot).
+    cluster: bool,
     scripts: Scripts,
     feed: Arc<Feed>,
     mode: PubSubMode,
@@ -61,56 +71,171 @@ struct Inner {
     /// Retention age in ms as the scripts take it ("0": none).
     retention_age_ms: String,
     command_timeout: Duration,
-    /// Stops the Pub/Sub task when the broker goes away.
+    /// Stops the Pub/Sub tasks when the broker goes away.
     _stop: DropGuard,
 }
 
+/// The command connection: one multiplexed connection to one Redis, or redis-rs's cluster
+/// connection, which routes each command by its key's slot, follows `MOVED`, keeps a connection
+/// per node and reads the slot map again when it changes.
+#[derive(Clone)]
+enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Commands::Single(_) => "Commands::Single",
+            Commands::Cluster(_) => "Commands::Cluster",
+        })
+    }
+}
+
+impl redis::aio::ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Commands::Single(c) => c.req_packed_command(cmd),
+            Commands::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Commands::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Commands::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Single(c) => c.get_db(),
+            Commands::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A TLS failure reads as one in redis-rs's (and rustls's) words: a certificate the trusted CAs
+/// did not sign or that names another host, a handshake refused.
+fn looks_like_tls(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("certificate") || r.contains("tls") || r.contains("handshake")
+}
+
 impl RedisBroker {
-    /// Connects to Redis, fails within `connect_timeout` (plus one command timeout) when it
-    /// cannot, and starts the live feed.
+    /// Connects to Redis (or to every primary of a cluster), fails within `connect_timeout`
+    /// (plus one command timeout) when it cannot, and starts the live feed.
     pub async fn connect(config: RedisBrokerConfig) -> Result<Self, ConnectError> {
-        let url = config.validate()?;
-        let shown = config::redacted(&url);
-        let unreachable = |reason: String| ConnectError::Unreachable {
-            url: shown.clone(),
-            reason,
+        let urls = config.validate()?;
+        let ca = config.ca_pem()?;
+        let shown = urls
+            .iter()
+            .map(config::redacted)
+            .collect::<Vec<_>>()
+            .join(",");
+        let tls = urls.iter().any(|u| u.scheme() == "rediss");
+        if tls {
+            // redis-rs asks rustls for the process's provider: make it ring (what the workspace
+            // builds) unless the program installed one. An error means one is installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let fail = |reason: String| {
+            if tls && looks_like_tls(&reason) {
+                ConnectError::Tls {
+                    url: shown.clone(),
+                    reason,
+                }
+            } else {
+                ConnectError::Unreachable {
+                    url: shown.clone(),
+                    reason,
+                }
+            }
         };
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| ConnectError::Config(ConfigError::BadUrl(e.to_string())))?;
-        // RESP3 for the push hook that sharded Pub/Sub on a multiplexed connection needs.
-        let redis_settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(redis_settings);
-        let client = Client::open(info).map_err(|e| unreachable(e.to_string()))?;
+        let certs = |pem: &Vec<u8>| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        };
+        let infos = urls
+            .iter()
+            .map(|u| {
+                let info = u
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| ConnectError::Config(ConfigError::BadUrl(e.to_string())))?;
+                // RESP3 for the push hook that sharded Pub/Sub on a multiplexed connection
+                // needs.
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                Ok(info.set_redis_settings(settings))
+            })
+            .collect::<Result<Vec<ConnectionInfo>, ConnectError>>()?;
+        let first = infos
+            .first()
+            .cloned()
+            .ok_or_else(|| ConnectError::Config(ConfigError::BadUrl("no URL".into())))?;
+        // The client of the first node: its settings (auth, TLS with the CA, RESP3) are those
+        // of every connection to the deployment.
+        let client = match &ca {
+            Some(pem) => Client::build_with_tls(first, certs(pem)),
+            None => Client::open(first),
+        }
+        .map_err(|e| fail(e.to_string()))?;
 
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(config.max_reconnect_delay);
-        let conn = tokio::time::timeout(
-            config.connect_timeout,
-            ConnectionManager::new_with_config(client.clone(), manager_config),
-        )
-        .await
-        .map_err(|_| unreachable(format!("no answer within {:?}", config.connect_timeout)))?
-        .map_err(|e| unreachable(e.to_string()))?;
-
-        let major = server_major(&conn, config.command_timeout)
+        let cancel = CancellationToken::new();
+        let (conn, major) = if config.cluster {
+            let mut builder = ClusterClientBuilder::new(infos)
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.command_timeout)
+                .retries(2)
+                .min_retry_wait(50)
+                .max_retry_wait(
+                    u64::try_from(config.max_reconnect_delay.as_millis()).unwrap_or(u64::MAX),
+                );
+            if let Some(pem) = &ca {
+                builder = builder.certs(certs(pem));
+            }
+            let cluster = builder.build().map_err(|e| fail(e.to_string()))?;
+            let conn = tokio::time::timeout(config.connect_timeout, cluster.get_async_connection())
+                .await
+                .map_err(|_| fail(format!("no answer within {:?}", config.connect_timeout)))?
+                .map_err(|e| fail(e.to_string()))?;
+            let major = cluster_server_major(&conn, config.command_timeout)
+                .await
+                .map_err(&fail)?;
+            (Commands::Cluster(conn), major)
+        } else {
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.command_timeout))
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(config.max_reconnect_delay);
+            let conn = tokio::time::timeout(
+                config.connect_timeout,
+                ConnectionManager::new_with_config(client.clone(), manager_config),
+            )
             .await
-            .map_err(unreachable)?;
+            .map_err(|_| fail(format!("no answer within {:?}", config.connect_timeout)))?
+            .map_err(|e| fail(e.to_string()))?;
+            let major = server_major(&conn, config.command_timeout)
+                .await
+                .map_err(&fail)?;
+            (Commands::Single(conn), major)
+        };
         let mode = if config.sharded_pubsub && major >= 7 {
             PubSubMode::Sharded
         } else {
             PubSubMode::Classic
         };
-        let cancel = CancellationToken::new();
         let settings = FeedSettings {
             mode,
             connect_timeout: config.connect_timeout,
@@ -119,18 +244,34 @@ impl RedisBroker {
             ping_interval: config.ping_interval,
             client_name: format!("{}feed", config.key_prefix),
         };
-        let feed = tokio::time::timeout(
-            config.connect_timeout,
-            feed::start(client, settings, cancel.clone()),
-        )
-        .await
-        .map_err(|_| unreachable("the Pub/Sub connection timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        let feed = match &conn {
+            Commands::Cluster(commands) => {
+                let nodes = ClusterNodes {
+                    template: client.get_connection_info().clone(),
+                    commands: commands.clone(),
+                };
+                tokio::time::timeout(
+                    config.connect_timeout + config.command_timeout,
+                    feed::start_cluster(nodes, settings, cancel.clone()),
+                )
+                .await
+            }
+            Commands::Single(_) => {
+                tokio::time::timeout(
+                    config.connect_timeout,
+                    feed::start(client, settings, cancel.clone()),
+                )
+                .await
+            }
+        }
+        .map_err(|_| fail("the Pub/Sub connection timed out".into()))?
+        .map_err(|e| fail(e.to_string()))?;
 
         let broker = RedisBroker {
             inner: Arc::new(Inner {
                 conn,
-                keys: Keys::new(&config.key_prefix),
+                keys: Keys::new(&config.key_prefix, config.cluster),
+                cluster: config.cluster,
                 scripts: Scripts::new(),
                 feed,
                 mode,
@@ -143,18 +284,45 @@ impl RedisBroker {
                 _stop: cancel.drop_guard(),
             }),
         };
-        let epoch = broker
-            .epoch()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        broker.inner.feed.set_epoch(epoch.clone());
-        tracing::info!(url = %shown, %epoch, pubsub = ?mode, "Connected to Redis.");
+        let epoch = broker.epoch().await.map_err(|e| fail(e.to_string()))?;
+        broker
+            .inner
+            .feed
+            .learn_epoch(broker.home_group(), epoch.clone());
+        tracing::info!(url = %shown, %epoch, pubsub = ?mode, cluster = config.cluster,
+            "Connected to Redis.");
         Ok(broker)
     }
 
-    /// Whether live events currently flow (the Pub/Sub connection is up).
+    /// Whether live events currently flow (every Pub/Sub connection is up).
     pub fn live_feed_connected(&self) -> bool {
         self.inner.feed.is_connected()
+    }
+
+    /// The epoch group of `topic`: 0 on one Redis, its slot on a cluster.
+    fn group(&self, topic: &Topic) -> u16 {
+        if self.inner.cluster {
+            topic_slot(topic)
+        } else {
+            0
+        }
+    }
+
+    /// The epoch group of [`Broker::epoch`].
+    fn home_group(&self) -> u16 {
+        if self.inner.cluster {
+            key_slot(self.inner.keys.home_epoch().as_bytes())
+        } else {
+            0
+        }
+    }
+
+    /// The epoch of the key `epoch_key` (created when missing).
+    async fn epoch_at(&self, epoch_key: String) -> Result<Epoch, BrokerError> {
+        let mut inv = self.inner.scripts.epoch.prepare_invoke();
+        inv.key(epoch_key).arg(fresh_epoch());
+        let e: Vec<u8> = self.run("epoch", inv).await?;
+        epoch_of(&e).ok_or_else(|| bad_reply("epoch"))
     }
 
     /// Runs a command with the broker's bound, mapping every failure to `Unavailable`.
@@ -198,12 +366,32 @@ async fn server_major(conn: &ConnectionManager, timeout: Duration) -> Result<u32
     .await
     .map_err(|_| format!("INFO did not answer within {timeout:?}"))?
     .map_err(|e| e.to_string())?;
-    Ok(info
-        .lines()
+    Ok(major_of(&info))
+}
+
+/// The major version of one of the cluster's nodes (they run one version).
+async fn cluster_server_major(conn: &ClusterConnection, timeout: Duration) -> Result<u32, String> {
+    let mut c = conn.clone();
+    let value = tokio::time::timeout(
+        timeout,
+        c.route_command(
+            redis::cmd("INFO").arg("server").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+        ),
+    )
+    .await
+    .map_err(|_| format!("INFO did not answer within {timeout:?}"))?
+    .map_err(|e| e.to_string())?;
+    let info: String = redis::from_redis_value(value).map_err(|e| e.to_string())?;
+    Ok(major_of(&info))
+}
+
+fn major_of(info: &str) -> u32 {
+    info.lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
         .and_then(|v| v.split('.').next())
         .and_then(|m| m.trim().parse().ok())
-        .unwrap_or(0))
+        .unwrap_or(0)
 }
 
 fn fresh_epoch() -> String {
@@ -231,17 +419,16 @@ fn epoch_of(b: &[u8]) -> Option<Epoch> {
 
 #[async_trait::async_trait]
 impl Broker for RedisBroker {
+    /// The epoch; on a cluster, where each slot has its own, the one of the key prefix's slot
+    /// (a topic's own is in its publishes and reads).
     async fn epoch(&self) -> Result<Epoch, BrokerError> {
-        let mut inv = self.inner.scripts.epoch.prepare_invoke();
-        inv.key(self.inner.keys.epoch()).arg(fresh_epoch());
-        let e: Vec<u8> = self.run("epoch", inv).await?;
-        epoch_of(&e).ok_or_else(|| bad_reply("epoch"))
+        self.epoch_at(self.inner.keys.home_epoch()).await
     }
 
     async fn publish(&self, topic: &Topic, event: NewEvent) -> Result<Published, BrokerError> {
         let keys = &self.inner.keys;
         let mut inv = self.inner.scripts.publish.prepare_invoke();
-        inv.key(keys.epoch())
+        inv.key(keys.epoch(topic))
             .key(keys.seq(topic))
             .key(keys.log(topic))
             .arg(fresh_epoch())
@@ -270,7 +457,7 @@ impl Broker for RedisBroker {
             None => ("0-1".to_owned(), 0),
         };
         let mut inv = self.inner.scripts.read.prepare_invoke();
-        inv.key(keys.epoch())
+        inv.key(keys.epoch(topic))
             .key(keys.seq(topic))
             .key(keys.log(topic))
             .arg(fresh_epoch())
@@ -315,20 +502,31 @@ impl Broker for RedisBroker {
 
     async fn attach(&self, topic: &Topic, sink: Arc<dyn Sink>) -> Result<Attachment, BrokerError> {
         let channel = self.inner.keys.channel(topic);
-        match self
+        let group = self.group(topic);
+        let guard = self
             .inner
             .feed
-            .attach(topic, channel, sink, self.inner.command_timeout)
+            .attach(topic, group, channel, sink, self.inner.command_timeout)
             .await
-        {
-            Ok(guard) => Ok(Attachment::new(guard)),
-            Err(()) => Err(BrokerError::Unavailable(
-                "the Redis live feed is down (subscribing did not complete)".into(),
-            )),
+            .map_err(|()| {
+                BrokerError::Unavailable(
+                    "the Redis live feed is down (subscribing did not complete)".into(),
+                )
+            })?;
+        if !self.inner.feed.knows_epoch(group) {
+            // The first topic of its slot here: learn the slot's epoch now, after the
+            // subscription and before the caller reads the log, so a message of another epoch
+            // is recognised as one (see `Feed::learn_epoch`).
+            let epoch = self.epoch_at(self.inner.keys.epoch(topic)).await?;
+            self.inner.feed.learn_epoch(group, epoch);
         }
+        Ok(Attachment::new(guard))
     }
 
+    /// The Pub/Sub connection that carries the home slot is up and the epoch answers. (On a
+    /// cluster, a primary that is down makes only its own topics fail, with 503, not the
+    /// instance unready: every instance would be unready at once.)
     async fn ready(&self) -> bool {
-        self.inner.feed.is_connected() && self.epoch().await.is_ok()
+        self.inner.feed.is_connected_for(self.home_group()) && self.epoch().await.is_ok()
     }
 }

@@ -25,7 +25,7 @@ pub(crate) struct ChatArgs {
     pub(crate) database: Option<String>,
 
     /// The broker: `memory` (in-process, one instance) or `redis://host:port[/db]` (several
-    /// instances) [default: memory].
+    /// instances; `rediss://` for TLS) [default: memory].
     #[arg(long, env = "RILL_BROKER", value_name = "URL", hide_env_values = true)]
     pub(crate) broker: Option<String>,
 
@@ -124,7 +124,11 @@ impl ChatArgs {
 
         let broker = match pick(self.broker, file.broker).as_deref() {
             None | Some("memory") => Broker::Memory,
-            Some(url) if url.starts_with("redis://") || url.starts_with("unix://") => {
+            Some(url)
+                if url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://") =>
+            {
                 Broker::Redis {
                     url: url.to_owned(),
                     key_prefix: pick(self.redis_key_prefix, file.redis_key_prefix)
@@ -132,7 +136,7 @@ impl ChatArgs {
                 }
             }
             Some(_) => bail!(
-                "invalid value for `broker` (flag --broker, env RILL_BROKER, or key `broker` in the TOML file): expected `memory` or redis://host:port[/db]"
+                "invalid value for `broker` (flag --broker, env RILL_BROKER, or key `broker` in the TOML file): expected `memory`, redis://host:port[/db] or rediss://host:port[/db] (TLS)"
             ),
         };
 

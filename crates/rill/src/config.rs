@@ -39,6 +39,12 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(crate) chat: crate::chat_config::ChatArgs,
+
+    #[command(flatten)]
+    pub(crate) redis: RedisArgs,
+
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
 }
 
 /// Stream and topics flags of `rill serve`: heartbeats, limits, retention (docs/configuration.md).
@@ -221,6 +227,15 @@ pub(crate) struct FileConfig {
     pub(crate) upstream_first_token_timeout: Option<String>,
     pub(crate) upstream_idle_timeout: Option<String>,
     pub(crate) upstream_max_attempts: Option<String>,
+    // Backend keys (resolved below: RedisArgs, StoreArgs).
+    pub(crate) redis_ca_file: Option<PathBuf>,
+    pub(crate) redis_cluster: Option<String>,
+    pub(crate) database_ca_file: Option<PathBuf>,
+    pub(crate) database_max_connections: Option<String>,
+    pub(crate) database_acquire_timeout: Option<String>,
+    pub(crate) database_idle_timeout: Option<String>,
+    pub(crate) database_statement_timeout: Option<String>,
+    pub(crate) database_migrations: Option<String>,
     /// The bots (`[[bots]]` tables); absent: the default bots.
     pub(crate) bots: Option<Vec<rill_core::BotConfig>>,
 }
@@ -240,6 +255,8 @@ pub(crate) struct Settings {
     pub(crate) server: rill_server::Config,
     pub(crate) log: String,
     pub(crate) chat: crate::chat_config::ChatSettings,
+    pub(crate) redis: RedisSettings,
+    pub(crate) store: rill_store::StoreOptions,
 }
 
 /// Picks the flag/env value, else the file's, else `None`, remembering which key it came from.
@@ -277,6 +294,20 @@ impl ServeArgs {
         let streams = self.streams.resolve(file_streams(&mut file))?;
         let bots = file.bots.take();
         let chat = self.chat.resolve(file_chat(&mut file), bots)?;
+        let redis = self.redis.resolve(RedisArgs::from_file(&mut file))?;
+        let store = self.store.resolve(StoreArgs::from_file(&mut file))?;
+        if matches!(chat.broker, crate::chat_config::Broker::Memory)
+            && (redis.cluster || redis.ca_file.is_some())
+        {
+            bail!(
+                "`redis_cluster` / `redis_ca_file` are set, but `broker` is `memory`: set `broker` to the Redis URL (redis://... or rediss://...)"
+            );
+        }
+        if store.ca_file.is_some() && chat.database.starts_with("sqlite:") {
+            bail!(
+                "`database_ca_file` is set, but `database` is a SQLite file: it is for PostgreSQL over TLS"
+            );
+        }
 
         let listen = match pick(self.listen, file.listen) {
             Some(v) => parse_key("listen", &v, |s| {
@@ -304,6 +335,8 @@ impl ServeArgs {
             },
             log,
             chat,
+            redis,
+            store,
         })
     }
 }
@@ -545,5 +578,162 @@ impl EdgeArgs {
             cors_origins,
             tls,
         })
+    }
+}
+
+/// Redis flags of `rill serve` beyond the URL: TLS trust and Cluster mode (docs/scale-out.md).
+#[derive(Debug, Default, Args)]
+pub(crate) struct RedisArgs {
+    /// PEM file of the CA that signs the Redis server's certificate, for `rediss://` URLs
+    /// [default: the system's roots].
+    #[arg(long, env = "RILL_REDIS_CA_FILE", value_name = "PATH")]
+    pub(crate) redis_ca_file: Option<PathBuf>,
+
+    /// `broker` is a Redis Cluster (its URL, or several comma-separated, are seed nodes):
+    /// `true` or `false` [default: false].
+    #[arg(
+        long,
+        env = "RILL_REDIS_CLUSTER",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub(crate) redis_cluster: Option<String>,
+}
+
+/// The resolved Redis settings beyond the URL.
+#[derive(Debug, Default)]
+pub(crate) struct RedisSettings {
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) cluster: bool,
+}
+
+impl RedisArgs {
+    fn from_file(file: &mut FileConfig) -> Self {
+        RedisArgs {
+            redis_ca_file: file.redis_ca_file.take(),
+            redis_cluster: file.redis_cluster.take(),
+        }
+    }
+
+    pub(crate) fn resolve(self, file: RedisArgs) -> anyhow::Result<RedisSettings> {
+        let cluster = match pick(self.redis_cluster, file.redis_cluster) {
+            Some(v) => parse_key("redis_cluster", &v, boolean)?,
+            None => false,
+        };
+        let ca_file = self.redis_ca_file.or(file.redis_ca_file);
+        if let Some(path) = &ca_file {
+            // Checked here so a typo stops start-up naming the key, before anything connects.
+            std::fs::metadata(path).with_context(|| {
+                format!(
+                    "cannot read `redis_ca_file` {} (flag --redis-ca-file, env RILL_REDIS_CA_FILE)",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(RedisSettings { ca_file, cluster })
+    }
+}
+
+/// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+pub(crate) fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+/// Database flags beyond the URL: TLS trust, the pool, migrations (docs/configuration.md).
+/// Shared by `rill serve` and `rill migrate`.
+#[derive(Debug, Default, Args)]
+pub(crate) struct StoreArgs {
+    /// PEM file of the CA that signs the PostgreSQL server's certificate; without `sslmode` in
+    /// the URL it means `verify-full` [default: the system's roots].
+    #[arg(long, env = "RILL_DATABASE_CA_FILE", value_name = "PATH")]
+    pub(crate) database_ca_file: Option<PathBuf>,
+
+    /// PostgreSQL connections per instance [default: 16].
+    #[arg(long, env = "RILL_DATABASE_MAX_CONNECTIONS", value_name = "COUNT")]
+    pub(crate) database_max_connections: Option<String>,
+
+    /// How long a query waits for a free pooled connection [default: 5s].
+    #[arg(long, env = "RILL_DATABASE_ACQUIRE_TIMEOUT", value_name = "DURATION")]
+    pub(crate) database_acquire_timeout: Option<String>,
+
+    /// Pooled connections idle this long are closed, or `off` [default: 10m].
+    #[arg(long, env = "RILL_DATABASE_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub(crate) database_idle_timeout: Option<String>,
+
+    /// PostgreSQL cancels a statement running longer, or `off` [default: 30s].
+    #[arg(long, env = "RILL_DATABASE_STATEMENT_TIMEOUT", value_name = "DURATION")]
+    pub(crate) database_statement_timeout: Option<String>,
+
+    /// At start-up: `apply` the migrations, or `verify` that `rill migrate` did (refuse to start
+    /// otherwise) [default: apply].
+    #[arg(long, env = "RILL_DATABASE_MIGRATIONS", value_name = "MODE")]
+    pub(crate) database_migrations: Option<String>,
+}
+
+impl StoreArgs {
+    pub(crate) fn from_file(file: &mut FileConfig) -> Self {
+        StoreArgs {
+            database_ca_file: file.database_ca_file.take(),
+            database_max_connections: file.database_max_connections.take(),
+            database_acquire_timeout: file.database_acquire_timeout.take(),
+            database_idle_timeout: file.database_idle_timeout.take(),
+            database_statement_timeout: file.database_statement_timeout.take(),
+            database_migrations: file.database_migrations.take(),
+        }
+    }
+
+    /// Resolves flags/env over the file's values (`file`).
+    pub(crate) fn resolve(self, file: StoreArgs) -> anyhow::Result<rill_store::StoreOptions> {
+        let mut o = rill_store::StoreOptions {
+            ca_file: self.database_ca_file.or(file.database_ca_file),
+            ..rill_store::StoreOptions::default()
+        };
+        if let Some(path) = &o.ca_file {
+            std::fs::metadata(path).with_context(|| {
+                format!(
+                    "cannot read `database_ca_file` {} (flag --database-ca-file, env RILL_DATABASE_CA_FILE)",
+                    path.display()
+                )
+            })?;
+        }
+        if let Some(v) = pick(self.database_max_connections, file.database_max_connections) {
+            o.max_connections = parse_key("database_max_connections", &v, |s| {
+                count(s).and_then(|n| u32::try_from(n).map_err(|_| "too large".to_owned()))
+            })?;
+        }
+        if let Some(v) = pick(self.database_acquire_timeout, file.database_acquire_timeout) {
+            o.acquire_timeout = parse_key("database_acquire_timeout", &v, positive_duration)?;
+        }
+        if let Some(v) = pick(self.database_idle_timeout, file.database_idle_timeout) {
+            o.idle_timeout = parse_key("database_idle_timeout", &v, duration_or_off)?;
+        }
+        if let Some(v) = pick(
+            self.database_statement_timeout,
+            file.database_statement_timeout,
+        ) {
+            o.statement_timeout = parse_key("database_statement_timeout", &v, duration_or_off)?;
+        }
+        if let Some(v) = pick(self.database_migrations, file.database_migrations) {
+            o.migrations = parse_key("database_migrations", &v, |s| match s.trim() {
+                "apply" => Ok(rill_store::Migrations::Apply),
+                "verify" => Ok(rill_store::Migrations::Verify),
+                _ => Err("expected apply or verify".to_owned()),
+            })?;
+        }
+        Ok(o)
+    }
+}
+
+/// A positive duration, or `off` for none.
+fn duration_or_off(value: &str) -> Result<Option<Duration>, String> {
+    if value.trim() == "off" {
+        Ok(None)
+    } else {
+        positive_duration(value).map(Some)
     }
 }

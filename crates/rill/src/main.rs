@@ -4,6 +4,7 @@ mod bench_cmd;
 mod chat_cmd;
 mod chat_config;
 mod config;
+mod migrate_cmd;
 mod pub_cmd;
 mod serve;
 mod sse_cmd;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the server (defaults: 127.0.0.1:8080, SQLite file rill.db, in-process broker).
     Serve(Box<config::ServeArgs>),
+    /// Apply the database migrations and exit (for deploys that migrate before rolling out).
+    Migrate(Box<migrate_cmd::MigrateArgs>),
     /// SSE wire tools: `rill sse parse` prints the events of an SSE byte stream read on stdin.
     Sse(sse_cmd::SseArgs),
     /// Mint a development HS256 token from the configured `jwt_secret` and print it.
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::main(*args),
+        Command::Migrate(args) => migrate_cmd::main(*args),
         Command::Sse(args) => sse_cmd::main(args),
         Command::Token(args) => token_cmd::main(args),
         Command::Chat(args) => chat_cmd::main(*args),

@@ -36,9 +36,19 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
     tokio::spawn(signal_shutdown(shutdown.clone()));
 
     let chat = settings.chat;
-    let store = rill_store::connect(&chat.database)
+    let store = rill_store::connect_with(&chat.database, &settings.store)
         .await
-        .with_context(|| "cannot open the chat database (setting `database`)".to_owned())?;
+        .map_err(|e| {
+            let text = e.to_string();
+            let keys = if text.contains("TLS") || text.contains("CA file") {
+                "settings `database`, `database_ca_file`"
+            } else if text.contains("Run `rill migrate`") {
+                "settings `database`, `database_migrations`"
+            } else {
+                "setting `database`"
+            };
+            anyhow::Error::new(e).context(format!("cannot open the chat database ({keys})"))
+        })?;
     let (state, several_instances) = match &chat.broker {
         Broker::Memory => (
             rill_server::AppState::new(config.clone(), shutdown.clone()),
@@ -50,11 +60,24 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
                 key_prefix: key_prefix.clone(),
                 retention_count: streams.retention.max_events as u64,
                 retention_age: Some(streams.retention.max_age),
+                tls_ca_file: settings.redis.ca_file.clone(),
+                cluster: settings.redis.cluster,
                 ..rill_redis::RedisBrokerConfig::new(url.clone())
             };
-            let broker = rill_redis::RedisBroker::connect(redis)
-                .await
-                .context("cannot use the Redis broker (setting `broker`)")?;
+            let broker = rill_redis::RedisBroker::connect(redis).await.map_err(|e| {
+                use rill_redis::{ConfigError, ConnectError};
+                let keys = match &e {
+                    ConnectError::Tls { .. }
+                    | ConnectError::Config(ConfigError::BadCaFile { .. }) => {
+                        "settings `broker`, `redis_ca_file`"
+                    }
+                    ConnectError::Config(ConfigError::BadCluster(_)) => {
+                        "settings `broker`, `redis_cluster`"
+                    }
+                    _ => "setting `broker`",
+                };
+                anyhow::Error::new(e).context(format!("cannot use the Redis broker ({keys})"))
+            })?;
             let hub = Arc::new(rill_hub::Hub::new(Arc::new(broker), streams.hub));
             (
                 rill_server::AppState::with_hub(config.clone(), shutdown.clone(), hub),

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use rill_sse::{Item, OwnedEvent, Parser};
+use rill_test_support::redis_servers::{RedisCluster, TlsRedis};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::process::{Child, Command};
@@ -56,6 +57,8 @@ fn skip(needs_postgres: bool) -> bool {
 #[derive(Clone, Debug)]
 struct Backends {
     redis: String,
+    /// More Redis flags for every instance (`--redis-ca-file`, `--redis-cluster`).
+    redis_args: Vec<String>,
     /// Key prefix of this test in Redis.
     prefix: String,
     /// The store URL: the test database with this test's schema first on the search path.
@@ -65,6 +68,24 @@ struct Backends {
 /// Runs `test` with a fresh key prefix and a fresh PostgreSQL schema, both removed afterwards
 /// even when the test panics.
 async fn with_backends<F, Fut>(test: F)
+where
+    F: FnOnce(Backends) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    with_backends_on(RedisUnderTest::Shared, test).await;
+}
+
+/// Which Redis the instances use.
+enum RedisUnderTest {
+    /// The test Redis (`RILL_TEST_REDIS`), shared with other tests: keys under a fresh prefix,
+    /// deleted afterwards.
+    Shared,
+    /// A private server (TLS, a cluster) started by the test: its URL and the flags it needs.
+    Private { url: String, args: Vec<String> },
+}
+
+/// [`with_backends`] on a given Redis.
+async fn with_backends_on<F, Fut>(redis: RedisUnderTest, test: F)
 where
     F: FnOnce(Backends) -> Fut,
     Fut: Future<Output = ()>,
@@ -89,8 +110,13 @@ where
     // sqlx passes `options` to the server at connection start-up, so every pooled connection of
     // every instance works in this schema (tables and sqlx's migration table land there).
     let separator = if base.contains('?') { '&' } else { '?' };
+    let (redis_url_, redis_args, shared) = match redis {
+        RedisUnderTest::Shared => (redis_url(), Vec::new(), true),
+        RedisUnderTest::Private { url, args } => (url, args, false),
+    };
     let backends = Backends {
-        redis: redis_url(),
+        redis: redis_url_,
+        redis_args,
         prefix: format!("rill-so-{tag}:"),
         database: format!("{base}{separator}options=-c%20search_path%3D{schema}"),
     };
@@ -110,7 +136,9 @@ where
     {
         eprintln!("dropping schema {schema}: {e}");
     }
-    delete_prefix(&redis_url(), &prefix).await;
+    if shared {
+        delete_prefix(&redis_url(), &prefix).await;
+    }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -178,6 +206,7 @@ fn serve_command(backends: &Backends, name: &str, port: u16, tokens_per_second: 
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--broker", &backends.redis])
+        .args(&backends.redis_args)
         .args(["--redis-key-prefix", &backends.prefix])
         .args(["--database", &backends.database])
         .args(["--instance-id", name])
@@ -402,126 +431,131 @@ impl Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_is_exact_when_every_reconnect_lands_on_another_instance() {
-    with_backends(|backends| async move {
-        let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
-        let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-        let client = reqwest::Client::new();
-        const N: u64 = 300;
+    with_backends(resume_hopping_instances).await;
+}
 
-        // The first event's id (from the publish answer) is where the subscriber starts, so
-        // everything after it must arrive, wherever it was published.
-        let mut last = publish(&client, &bases[0], "ticks", 0).await;
-        let publisher = {
-            let (client, bases) = (client.clone(), bases.clone());
-            tokio::spawn(async move {
-                for n in 1..=N {
-                    publish(&client, &bases[n as usize % 3], "ticks", n).await;
-                }
-            })
-        };
-        let deadline = Instant::now() + WITHIN;
-        let mut seen = Vec::new();
-        let mut reconnects = 0;
-        while (seen.len() as u64) < N {
-            assert!(reconnects < 1000, "bounded");
-            let base = &bases[reconnects % 3];
-            reconnects += 1;
-            let mut sse = Sse::open(
-                &client,
-                &format!("{base}/api/events?topic=ticks"),
-                Some(&last),
-            )
-            .await;
-            // Cut after a random number of events: whatever was already received but not yet
-            // handed over is lost with the connection, as for a real client.
-            for _ in 0..fastrand::usize(1..40) {
-                let event = sse.next(deadline).await.expect("the stream stays open");
-                assert_eq!(event.event, "tick", "{event:?}");
-                let d = data(&event);
-                assert_eq!(d["topic"], "ticks");
-                seen.push(d["data"]["n"].as_u64().expect("n"));
-                last = event.id;
-                if seen.len() as u64 == N {
-                    break;
-                }
+/// A subscriber reconnects after every few events, each time to the next instance, while the
+/// three instances publish in turn: it gets every event once, in order.
+async fn resume_hopping_instances(backends: Backends) {
+    let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let client = reqwest::Client::new();
+    const N: u64 = 300;
+
+    // The first event's id (from the publish answer) is where the subscriber starts, so
+    // everything after it must arrive, wherever it was published.
+    let mut last = publish(&client, &bases[0], "ticks", 0).await;
+    let publisher = {
+        let (client, bases) = (client.clone(), bases.clone());
+        tokio::spawn(async move {
+            for n in 1..=N {
+                publish(&client, &bases[n as usize % 3], "ticks", n).await;
+            }
+        })
+    };
+    let deadline = Instant::now() + WITHIN;
+    let mut seen = Vec::new();
+    let mut reconnects = 0;
+    while (seen.len() as u64) < N {
+        assert!(reconnects < 1000, "bounded");
+        let base = &bases[reconnects % 3];
+        reconnects += 1;
+        let mut sse = Sse::open(
+            &client,
+            &format!("{base}/api/events?topic=ticks"),
+            Some(&last),
+        )
+        .await;
+        // Cut after a random number of events: whatever was already received but not yet
+        // handed over is lost with the connection, as for a real client.
+        for _ in 0..fastrand::usize(1..40) {
+            let event = sse.next(deadline).await.expect("the stream stays open");
+            assert_eq!(event.event, "tick", "{event:?}");
+            let d = data(&event);
+            assert_eq!(d["topic"], "ticks");
+            seen.push(d["data"]["n"].as_u64().expect("n"));
+            last = event.id;
+            if seen.len() as u64 == N {
+                break;
             }
         }
-        publisher.await.expect("publisher");
-        assert!(reconnects > 3, "the subscriber hopped between instances");
-        assert_eq!(
-            seen,
-            (1..=N).collect::<Vec<_>>(),
-            "every event once, in order"
-        );
-        drop(nodes);
-    })
-    .await;
+    }
+    publisher.await.expect("publisher");
+    assert!(reconnects > 3, "the subscriber hopped between instances");
+    assert_eq!(
+        seen,
+        (1..=N).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    drop(nodes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_is_exact_across_three_topics_on_one_connection_and_three_instances() {
-    with_backends(|backends| async move {
-        let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
-        let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-        let client = reqwest::Client::new();
-        const TOPICS: [&str; 3] = ["orders", "prices/eu", "news:1"];
-        const PER_TOPIC: u64 = 100;
-        let query = "topic=orders&topic=prices/eu&topic=news:1";
+    with_backends(resume_three_topics_hopping_instances).await;
+}
 
-        // A stream answers once it is attached: events published from now on are its own.
-        let mut sse =
-            Some(Sse::open(&client, &format!("{}/api/events?{query}", bases[0]), None).await);
-        let publisher = {
-            let (client, bases) = (client.clone(), bases.clone());
-            tokio::spawn(async move {
-                for n in 0..PER_TOPIC {
-                    for (t, topic) in TOPICS.iter().enumerate() {
-                        publish(&client, &bases[(n as usize + t) % 3], topic, n).await;
-                    }
-                }
-            })
-        };
-        let deadline = Instant::now() + WITHIN;
-        let mut seen: [Vec<u64>; 3] = Default::default();
-        let total = |seen: &[Vec<u64>; 3]| seen.iter().map(Vec::len).sum::<usize>() as u64;
-        let mut last = String::new();
-        let mut reconnects = 0;
-        while total(&seen) < PER_TOPIC * 3 {
-            assert!(reconnects < 1000, "bounded");
-            let mut stream = match sse.take() {
-                Some(s) => s,
-                None => {
-                    let base = &bases[reconnects % 3];
-                    Sse::open(&client, &format!("{base}/api/events?{query}"), Some(&last)).await
-                }
-            };
-            reconnects += 1;
-            for _ in 0..fastrand::usize(1..40) {
-                let event = stream.next(deadline).await.expect("the stream stays open");
-                assert_eq!(event.event, "tick", "{event:?}");
-                let d = data(&event);
-                let t = TOPICS
-                    .iter()
-                    .position(|t| d["topic"] == *t)
-                    .expect("one of the topics");
-                seen[t].push(d["data"]["n"].as_u64().expect("n"));
-                last = event.id;
-                if total(&seen) == PER_TOPIC * 3 {
-                    break;
+/// The same over three topics on one connection (on a cluster: three slots, three epochs in
+/// one id).
+async fn resume_three_topics_hopping_instances(backends: Backends) {
+    let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let client = reqwest::Client::new();
+    const TOPICS: [&str; 3] = ["orders", "prices/eu", "news:1"];
+    const PER_TOPIC: u64 = 100;
+    let query = "topic=orders&topic=prices/eu&topic=news:1";
+
+    // A stream answers once it is attached: events published from now on are its own.
+    let mut sse = Some(Sse::open(&client, &format!("{}/api/events?{query}", bases[0]), None).await);
+    let publisher = {
+        let (client, bases) = (client.clone(), bases.clone());
+        tokio::spawn(async move {
+            for n in 0..PER_TOPIC {
+                for (t, topic) in TOPICS.iter().enumerate() {
+                    publish(&client, &bases[(n as usize + t) % 3], topic, n).await;
                 }
             }
+        })
+    };
+    let deadline = Instant::now() + WITHIN;
+    let mut seen: [Vec<u64>; 3] = Default::default();
+    let total = |seen: &[Vec<u64>; 3]| seen.iter().map(Vec::len).sum::<usize>() as u64;
+    let mut last = String::new();
+    let mut reconnects = 0;
+    while total(&seen) < PER_TOPIC * 3 {
+        assert!(reconnects < 1000, "bounded");
+        let mut stream = match sse.take() {
+            Some(s) => s,
+            None => {
+                let base = &bases[reconnects % 3];
+                Sse::open(&client, &format!("{base}/api/events?{query}"), Some(&last)).await
+            }
+        };
+        reconnects += 1;
+        for _ in 0..fastrand::usize(1..40) {
+            let event = stream.next(deadline).await.expect("the stream stays open");
+            assert_eq!(event.event, "tick", "{event:?}");
+            let d = data(&event);
+            let t = TOPICS
+                .iter()
+                .position(|t| d["topic"] == *t)
+                .expect("one of the topics");
+            seen[t].push(d["data"]["n"].as_u64().expect("n"));
+            last = event.id;
+            if total(&seen) == PER_TOPIC * 3 {
+                break;
+            }
         }
-        publisher.await.expect("publisher");
-        for (t, topic) in TOPICS.iter().enumerate() {
-            assert_eq!(
-                seen[t],
-                (0..PER_TOPIC).collect::<Vec<_>>(),
-                "topic {topic}: once each, in order"
-            );
-        }
-        drop(nodes);
-    })
-    .await;
+    }
+    publisher.await.expect("publisher");
+    for (t, topic) in TOPICS.iter().enumerate() {
+        assert_eq!(
+            seen[t],
+            (0..PER_TOPIC).collect::<Vec<_>>(),
+            "topic {topic}: once each, in order"
+        );
+    }
+    drop(nodes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -529,47 +563,50 @@ async fn resume_is_exact_across_three_topics_on_one_connection_and_three_instanc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_answer_followed_on_b_then_moved_to_c_ends_with_the_stored_text() {
-    with_backends(|backends| async move {
-        let nodes = start_all(&backends, &["a", "b", "c"], "100").await;
-        let (a, b, c) = (&nodes[0].base, &nodes[1].base, &nodes[2].base);
-        let client = reqwest::Client::new();
-        let chat = create_chat(&client, a).await;
-        let events = |base: &str| format!("{base}/api/chats/{chat}/events");
-        let deadline = Instant::now() + WITHIN;
+    with_backends(chat_followed_and_moved).await;
+}
 
-        let mut on_b = Sse::open(&client, &events(b), None).await;
-        let id = send(&client, a, &chat, "follow me across instances").await;
-        let mut answer = Answer::default();
-        answer
-            .follow(&mut on_b, &id, deadline, |a| a.deltas >= 10)
-            .await;
-        drop(on_b);
+/// A chat answered on A, followed on B, moved to C (and a newcomer on C): every client ends
+/// with the stored text.
+async fn chat_followed_and_moved(backends: Backends) {
+    let nodes = start_all(&backends, &["a", "b", "c"], "100").await;
+    let (a, b, c) = (&nodes[0].base, &nodes[1].base, &nodes[2].base);
+    let client = reqwest::Client::new();
+    let chat = create_chat(&client, a).await;
+    let events = |base: &str| format!("{base}/api/chats/{chat}/events");
+    let deadline = Instant::now() + WITHIN;
 
-        // Moved: the same client resumes on C with its last id.
-        let mut on_c = Sse::open(&client, &events(c), Some(&answer.last_id)).await;
-        // And a newcomer on C without an id gets the answer so far as a snapshot, rebuilt on C
-        // from A's checkpoint and the logged deltas.
-        let mut newcomer = Sse::open(&client, &events(c), None).await;
-        answer
-            .follow(&mut on_c, &id, deadline, |a| a.completed.is_some())
-            .await;
-        let mut late = Answer::default();
-        late.follow(&mut newcomer, &id, deadline, |a| a.completed.is_some())
-            .await;
+    let mut on_b = Sse::open(&client, &events(b), None).await;
+    let id = send(&client, a, &chat, "follow me across instances").await;
+    let mut answer = Answer::default();
+    answer
+        .follow(&mut on_b, &id, deadline, |a| a.deltas >= 10)
+        .await;
+    drop(on_b);
 
-        let message = stored(&client, b, &chat, &id).await;
-        assert_eq!(answer.completed.as_deref(), Some("complete"));
-        assert_eq!(message["status"], "complete");
-        assert!(answer.text.len() > 100, "a whole answer: {:?}", answer.text);
-        assert_eq!(
-            message["content"].as_str(),
-            Some(answer.text.as_str()),
-            "moved client"
-        );
-        assert_eq!(late.text, answer.text, "newcomer");
-        drop(nodes);
-    })
-    .await;
+    // Moved: the same client resumes on C with its last id.
+    let mut on_c = Sse::open(&client, &events(c), Some(&answer.last_id)).await;
+    // And a newcomer on C without an id gets the answer so far as a snapshot, rebuilt on C
+    // from A's checkpoint and the logged deltas.
+    let mut newcomer = Sse::open(&client, &events(c), None).await;
+    answer
+        .follow(&mut on_c, &id, deadline, |a| a.completed.is_some())
+        .await;
+    let mut late = Answer::default();
+    late.follow(&mut newcomer, &id, deadline, |a| a.completed.is_some())
+        .await;
+
+    let message = stored(&client, b, &chat, &id).await;
+    assert_eq!(answer.completed.as_deref(), Some("complete"));
+    assert_eq!(message["status"], "complete");
+    assert!(answer.text.len() > 100, "a whole answer: {:?}", answer.text);
+    assert_eq!(
+        message["content"].as_str(),
+        Some(answer.text.as_str()),
+        "moved client"
+    );
+    assert_eq!(late.text, answer.text, "newcomer");
+    drop(nodes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -781,6 +818,7 @@ async fn redis_restart_gives_503_while_down_then_reset_and_live_publishing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backends = Backends {
         redis: format!("redis://127.0.0.1:{redis_port}"),
+        redis_args: Vec::new(),
         prefix: "rill:".to_owned(),
         database: format!("sqlite://{}?mode=rwc", dir.path().join("rill.db").display()),
     };
@@ -1061,6 +1099,442 @@ async fn the_documented_nginx_config_streams_through_to_three_instances() {
             }
         }
         drop(subs);
+        drop(nodes);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: Redis over rediss:// (a private server that speaks only TLS, its CA given with
+// --redis-ca-file) and PostgreSQL with sslmode=require.
+
+/// Runs `test` on a private TLS Redis and the test PostgreSQL over TLS.
+async fn with_tls_backends<F, Fut>(test: F)
+where
+    F: FnOnce(Backends) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if skip(true) || rill_test_support::redis_servers::skip() {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(TlsRedis::start)
+        .await
+        .expect("a TLS Redis");
+    let redis = RedisUnderTest::Private {
+        url: server.url(),
+        args: vec![
+            "--redis-ca-file".to_owned(),
+            server.ca_file().display().to_string(),
+        ],
+    };
+    with_backends_on(redis, |mut backends| {
+        backends.database.push_str("&sslmode=require");
+        test(backends)
+    })
+    .await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_resume_is_exact_when_every_reconnect_lands_on_another_instance() {
+    with_tls_backends(resume_hopping_instances).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_resume_is_exact_across_three_topics_and_three_instances() {
+    with_tls_backends(resume_three_topics_hopping_instances).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_chat_answer_followed_on_b_then_moved_to_c_ends_with_the_stored_text() {
+    with_tls_backends(chat_followed_and_moved).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_every_database_connection_is_encrypted() {
+    with_tls_backends(|backends| async move {
+        // Name the instances' connections, to find them in pg_stat_activity.
+        let name = format!("rill_tls_{:08x}", fastrand::u32(..));
+        let mut backends = backends;
+        backends
+            .database
+            .push_str(&format!("&application_name={name}"));
+        let nodes = start_all(&backends, &["a", "b"], "50").await;
+        let client = reqwest::Client::new();
+        let chat = create_chat(&client, &nodes[0].base).await;
+        let _ = send(&client, &nodes[1].base, &chat, "hello over TLS").await;
+        let mut admin = sqlx::PgConnection::connect(&postgres_url())
+            .await
+            .expect("admin connection");
+        let (ssl, count): (bool, i64) = sqlx::query_as(
+            "SELECT coalesce(bool_and(s.ssl), false), count(*) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s ON s.pid = a.pid WHERE a.application_name = $1",
+        )
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("pg_stat_ssl");
+        assert!(count >= 2, "both instances hold connections: {count}");
+        assert!(ssl, "every connection of every instance uses TLS");
+        drop(nodes);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_ca_that_did_not_sign_the_certificate_fails_start_up_naming_the_setting() {
+    if rill_test_support::redis_servers::skip() {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(TlsRedis::start)
+        .await
+        .expect("a TLS Redis");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("rill.db").display());
+    let output = Command::new(RILL)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &sqlite])
+        .args(["--broker", &server.url()])
+        .arg("--redis-ca-file")
+        .arg(server.wrong_ca_file())
+        .env_remove("RILL_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WITHIN, output)
+        .await
+        .expect("rill serve gives up by itself")
+        .expect("run rill serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`redis_ca_file`"),
+        "names the setting: {stderr}"
+    );
+    assert!(stderr.contains("TLS"), "says it is TLS: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Cluster: three primaries (private, started by the test), --redis-cluster.
+
+/// Runs `test` on a private three-primary Redis Cluster; hands the cluster to the test too.
+async fn with_cluster_backends<F, Fut>(test: F)
+where
+    F: FnOnce(Backends, RedisCluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if skip(true) || rill_test_support::redis_servers::skip() {
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .expect("a Redis Cluster");
+    let redis = RedisUnderTest::Private {
+        url: cluster.url(),
+        args: vec!["--redis-cluster".to_owned()],
+    };
+    with_backends_on(redis, |backends| test(backends, cluster)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_resume_is_exact_when_every_reconnect_lands_on_another_instance() {
+    with_cluster_backends(|b, cluster| async move {
+        resume_hopping_instances(b).await;
+        // Alive until the test is done.
+        drop(cluster);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_resume_is_exact_across_three_topics_and_three_instances() {
+    with_cluster_backends(|b, cluster| async move {
+        resume_three_topics_hopping_instances(b).await;
+        // Alive until the test is done.
+        drop(cluster);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_chat_answer_followed_on_b_then_moved_to_c_ends_with_the_stored_text() {
+    with_cluster_backends(|b, cluster| async move {
+        chat_followed_and_moved(b).await;
+        // Alive until the test is done.
+        drop(cluster);
+    })
+    .await;
+}
+
+/// What one client saw of many topics over streams that may end and be resumed.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Per topic: `n` of each tick, and `reset:<reason>` for each reset, in order.
+    log: std::collections::BTreeMap<String, Vec<String>>,
+    last_id: Option<String>,
+}
+
+impl Seen {
+    fn apply(&mut self, event: &OwnedEvent) {
+        let d = data(event);
+        let topic = d["topic"].as_str().expect("topic").to_owned();
+        let entry = match event.event.as_str() {
+            "tick" => d["data"]["n"].as_u64().expect("n").to_string(),
+            "reset" => format!("reset:{}", d["reason"].as_str().expect("reason")),
+            other => panic!("unexpected event {other}: {d}"),
+        };
+        self.log.entry(topic).or_default().push(entry);
+        self.last_id = Some(event.id.clone());
+    }
+
+    /// Reads `url` until `done` holds, resuming with the last id whenever the stream ends
+    /// (`broker_unavailable` while a primary is down) or cannot open yet (503), as
+    /// `EventSource` does. Bounded by `deadline`.
+    async fn follow(
+        &mut self,
+        client: &reqwest::Client,
+        url: &str,
+        sse: &mut Option<Sse>,
+        deadline: Instant,
+        done: impl Fn(&Self) -> bool,
+    ) {
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out: {self:?}");
+            let stream = match sse {
+                Some(s) => s,
+                None => {
+                    let mut request = client.get(url).header("accept", "text/event-stream");
+                    if let Some(id) = &self.last_id {
+                        request = request.header("last-event-id", id);
+                    }
+                    let response = request.send().await.expect("an answer");
+                    if response.status() != 200 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    sse.insert(Sse {
+                        response,
+                        parser: Parser::new(),
+                        pending: VecDeque::new(),
+                    })
+                }
+            };
+            match stream.next(deadline).await {
+                Some(event) if event.event == "error" => {
+                    assert_eq!(data(&event)["code"], "broker_unavailable", "{event:?}");
+                }
+                Some(event) => self.apply(&event),
+                None => *sse = None,
+            }
+        }
+    }
+
+    fn ticks(&self, topic: &str) -> Vec<String> {
+        self.log.get(topic).cloned().unwrap_or_default()
+    }
+}
+
+/// Publishes tick `n` to `topic` on `base`, retrying (bounded) while its primary is away.
+async fn publish_retrying(client: &reqwest::Client, base: &str, topic: &str, n: u64) {
+    for _ in 0..200 {
+        let response = client
+            .post(format!("{base}/api/topics/{topic}/events"))
+            .json(&json!({ "event": "tick", "data": { "n": n } }))
+            .send()
+            .await
+            .expect("publish");
+        match response.status().as_u16() {
+            201 => return,
+            503 => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("publish {n} to {topic}: {other}"),
+        }
+    }
+    panic!("publishing {n} to {topic} never succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_primary_restarted_empty_resets_only_its_topics() {
+    with_cluster_backends(|backends, cluster| async move {
+        let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
+        let (a, b, c) = (&nodes[0].base, &nodes[1].base, &nodes[2].base);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+
+        // 100 topics over the slots, in four streams of 25 (each stream's id carries the epochs
+        // of several slots).
+        let topics: Vec<String> = (0..100).map(|i| format!("spread/{i}")).collect();
+        let owner: Vec<usize> = topics
+            .iter()
+            .map(|t| cluster.owner_of(cluster.key_slot(&format!("{}{{{t}}}:seq", backends.prefix))))
+            .collect();
+        let victim = owner[0];
+        let on_victim = |i: usize| owner[i] == victim;
+        assert!(
+            (0..3).all(|n| owner.contains(&n)),
+            "the topics live on every primary"
+        );
+        let groups: Vec<Vec<usize>> = (0..4).map(|g| (g * 25..g * 25 + 25).collect()).collect();
+        let url = |base: &str, group: &[usize]| {
+            let query: Vec<String> = group
+                .iter()
+                .map(|&i| format!("topic={}", topics[i]))
+                .collect();
+            format!("{base}/api/events?{}", query.join("&"))
+        };
+        let count_is = |seen: &Seen, group: &[usize], n: usize| {
+            group.iter().all(|&i| seen.ticks(&topics[i]).len() >= n)
+        };
+
+        // Published on A, read on B.
+        let mut on_b: Vec<(Seen, Option<Sse>)> = Vec::new();
+        for group in &groups {
+            let sse = Sse::open(&client, &url(b, group), None).await;
+            on_b.push((Seen::default(), Some(sse)));
+        }
+        for n in 0..2 {
+            for t in &topics {
+                publish(&client, a, t, n).await;
+            }
+        }
+        for (group, (seen, sse)) in groups.iter().zip(on_b.iter_mut()) {
+            seen.follow(&client, &url(b, group), sse, deadline, |s| {
+                count_is(s, group, 2)
+            })
+            .await;
+        }
+        // Resumed on C from B's ids, after two more on A.
+        for t in &topics {
+            publish(&client, a, t, 2).await;
+        }
+        let mut on_c: Vec<(Seen, Option<Sse>)> = Vec::new();
+        for (group, (seen, _)) in groups.iter().zip(&on_b) {
+            let mut resumed = Seen {
+                last_id: seen.last_id.clone(),
+                ..Seen::default()
+            };
+            let mut sse = None;
+            resumed
+                .follow(&client, &url(c, group), &mut sse, deadline, |s| {
+                    count_is(s, group, 1)
+                })
+                .await;
+            on_c.push((resumed, None));
+        }
+        for (i, t) in topics.iter().enumerate() {
+            let group = &on_c[i / 25].0;
+            assert_eq!(group.ticks(t), ["2"], "{t}: C resumed exactly after B's id");
+        }
+        for (group, (seen, sse)) in groups.iter().zip(on_b.iter_mut()) {
+            seen.follow(&client, &url(b, group), sse, deadline, |s| {
+                count_is(s, group, 3)
+            })
+            .await;
+        }
+
+        // The victim primary dies and comes back empty; meanwhile the others keep publishing.
+        let mut cluster = cluster;
+        let mut cluster = tokio::task::spawn_blocking(move || {
+            cluster.kill(victim);
+            cluster
+        })
+        .await
+        .expect("kill");
+        for (i, t) in topics.iter().enumerate() {
+            if !on_victim(i) {
+                publish(&client, a, t, 3).await;
+            }
+        }
+        let _cluster = tokio::task::spawn_blocking(move || {
+            cluster.restart_empty(victim);
+            cluster
+        })
+        .await
+        .expect("restart");
+        for (i, t) in topics.iter().enumerate() {
+            if on_victim(i) {
+                publish_retrying(&client, a, t, 3).await;
+            }
+        }
+        // A topic's reset jumps to its head: wait for them before publishing what must arrive.
+        let reset_or = |seen: &Seen, group: &[usize], last: &str| {
+            group.iter().all(|&i| {
+                let got = seen.ticks(&topics[i]);
+                if on_victim(i) {
+                    got.iter().any(|e| e == "reset:epoch_changed")
+                } else {
+                    got.last().map(String::as_str) == Some(last)
+                }
+            })
+        };
+        let last_is = |seen: &Seen, group: &[usize], last: &str| {
+            group
+                .iter()
+                .all(|&i| seen.ticks(&topics[i]).last().map(String::as_str) == Some(last))
+        };
+
+        // On B: the victim's topics were reset (epoch_changed) and go on; nothing else lost.
+        for (group, (seen, sse)) in groups.iter().zip(on_b.iter_mut()) {
+            seen.follow(&client, &url(b, group), sse, deadline, |s| {
+                reset_or(s, group, "3")
+            })
+            .await;
+        }
+        for t in &topics {
+            publish_retrying(&client, a, t, 4).await;
+        }
+        for (group, (seen, sse)) in groups.iter().zip(on_b.iter_mut()) {
+            seen.follow(&client, &url(b, group), sse, deadline, |s| {
+                last_is(s, group, "4")
+            })
+            .await;
+        }
+        for (i, t) in topics.iter().enumerate() {
+            let got = on_b[i / 25].0.ticks(t);
+            if on_victim(i) {
+                assert_eq!(got[..4], ["0", "1", "2", "reset:epoch_changed"], "{t}");
+                assert!(
+                    got[4..] == ["3", "4"] || got[4..] == ["4"],
+                    "{t}: live again after the reset: {got:?}"
+                );
+            } else {
+                assert_eq!(
+                    got,
+                    ["0", "1", "2", "3", "4"],
+                    "{t}: nothing lost, no reset"
+                );
+            }
+        }
+
+        // On C, resuming from ids taken before the loss: the victim's topics reset, the others
+        // replay exactly across the outage.
+        for (group, (seen, sse)) in groups.iter().zip(on_c.iter_mut()) {
+            seen.follow(&client, &url(c, group), sse, deadline, |s| {
+                reset_or(s, group, "4")
+            })
+            .await;
+        }
+        for t in &topics {
+            publish(&client, a, t, 5).await;
+        }
+        for (group, (seen, sse)) in groups.iter().zip(on_c.iter_mut()) {
+            seen.follow(&client, &url(c, group), sse, deadline, |s| {
+                last_is(s, group, "5")
+            })
+            .await;
+        }
+        for (i, t) in topics.iter().enumerate() {
+            let got = on_c[i / 25].0.ticks(t);
+            if on_victim(i) {
+                assert_eq!(got, ["2", "reset:epoch_changed", "5"], "{t}");
+            } else {
+                assert_eq!(
+                    got,
+                    ["2", "3", "4", "5"],
+                    "{t}: exact replay across the outage"
+                );
+            }
+        }
         drop(nodes);
     })
     .await;

@@ -213,3 +213,56 @@ impl Proxy {
         self.serve(listener);
     }
 }
+
+/// A config for a private server (TLS, cluster) with the test's short bounds.
+pub fn private_config(url: &str, prefix: &str) -> RedisBrokerConfig {
+    let mut c = config(prefix);
+    c.url = url.to_owned();
+    c
+}
+
+/// The config of a broker on a private TLS Redis, trusting its CA.
+pub fn tls_config(server: &rill_test_support::redis_servers::TlsRedis) -> RedisBrokerConfig {
+    let mut c = private_config(&server.url(), &fresh_prefix());
+    c.tls_ca_file = Some(server.ca_file());
+    c
+}
+
+/// The config of a broker on a private Redis Cluster.
+pub fn cluster_config(
+    cluster: &rill_test_support::redis_servers::RedisCluster,
+) -> RedisBrokerConfig {
+    let mut c = private_config(&cluster.url(), &fresh_prefix());
+    c.cluster = true;
+    c
+}
+
+/// A broker factory on a private server: `base` with a fresh prefix per broker (nothing to
+/// clean: the server goes with the test).
+pub fn make_with(base: RedisBrokerConfig) -> MakeBroker {
+    Box::new(move |opts: Options| {
+        let mut cfg = base.clone();
+        cfg.key_prefix = fresh_prefix();
+        cfg.retention_count = opts.retention_count;
+        Box::pin(async move { Arc::new(connect(cfg).await) as Arc<dyn Broker> })
+    })
+}
+
+/// True (loudly) when tests that start a private Redis (TLS, cluster) must be skipped.
+pub fn skip_private() -> bool {
+    rill_test_support::redis_servers::skip()
+}
+
+/// Starts a private TLS Redis (blocking work, off the runtime's threads).
+pub async fn tls_redis() -> rill_test_support::redis_servers::TlsRedis {
+    tokio::task::spawn_blocking(rill_test_support::redis_servers::TlsRedis::start)
+        .await
+        .unwrap()
+}
+
+/// Starts a private Redis Cluster of three primaries.
+pub async fn redis_cluster() -> rill_test_support::redis_servers::RedisCluster {
+    tokio::task::spawn_blocking(|| rill_test_support::redis_servers::RedisCluster::start(3))
+        .await
+        .unwrap()
+}
