@@ -382,7 +382,7 @@ macro_rules! sql_store {
                     .bind(content)
                     .bind($crate::rows::to_db_u64(offset))
                     .bind($crate::backend::now_ms())
-                    .bind($crate::rows::parts_json(parts))
+                    .bind($crate::rows::parts_json(content, parts))
                     .execute(&self.pool)
                     .await
                     .map_err(|e| $crate::backend::db_error("checkpoint", e))?;
@@ -410,7 +410,7 @@ macro_rules! sql_store {
                     .bind(usage.map(|u| $crate::rows::to_db_u64(u.output_tokens)))
                     .bind(&outcome.error)
                     .bind($crate::backend::now_ms())
-                    .bind($crate::rows::parts_json(&outcome.parts))
+                    .bind($crate::rows::parts_json(&outcome.content, &outcome.parts))
                     .bind(usage.and_then(|u| u.reasoning_tokens).map($crate::rows::to_db_u64))
                     .execute(&self.pool)
                     .await
@@ -427,7 +427,7 @@ macro_rules! sql_store {
                 let done = sqlx::query($crate::sql::SET_PARTS)
                     .bind(message_id)
                     .bind(content)
-                    .bind($crate::rows::parts_json(parts))
+                    .bind($crate::rows::parts_json(content, parts))
                     .bind($crate::backend::now_ms())
                     .execute(&self.pool)
                     .await

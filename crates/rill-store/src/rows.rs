@@ -108,7 +108,13 @@ pub(crate) fn from_db_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// Parts as stored: a JSON array (serializing plain data cannot fail; an empty array if it did).
-pub(crate) fn parts_json(parts: &[Part]) -> String {
-    serde_json::to_string(parts).unwrap_or_else(|_| "[]".to_owned())
+/// Parts as stored: a JSON array, or NULL when they are just the text (one text part, or none
+/// for an empty text), which reads back the same from `content` and so is not stored twice.
+pub(crate) fn parts_json(content: &str, parts: &[Part]) -> Option<String> {
+    match parts {
+        [] if content.is_empty() => None,
+        [Part::Text { text }] if text == content => None,
+        // Serializing plain data cannot fail; an empty array if it did.
+        _ => Some(serde_json::to_string(parts).unwrap_or_else(|_| "[]".to_owned())),
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rill_core::Store;
-use rill_core::chat::{MessageStatus, NewMessage, Outcome, Role};
+use rill_core::chat::{MessageStatus, NewMessage, Outcome, Part, Role};
 
 /// Generations written at once.
 const WRITERS: usize = 16;
@@ -42,6 +42,7 @@ async fn generation(store: Arc<dyn Store>, n: usize) {
         status,
         bot_id: Some("demo".to_owned()),
         model: Some("demo".to_owned()),
+        client_key: None,
     };
     let (_, assistant) = store
         .insert_exchange(
@@ -57,12 +58,13 @@ async fn generation(store: Arc<dyn Store>, n: usize) {
             CHUNK,
         ));
         store
-            .checkpoint(&assistant.id, &text, i as u64 + 1)
+            .checkpoint(&assistant.id, &text, &[Part::text(text.clone())], i as u64 + 1)
             .await
             .unwrap();
     }
     let outcome = Outcome {
         status: MessageStatus::Complete,
+        parts: vec![Part::text(text.clone())],
         content: text,
         finish_reason: Some("stop".to_owned()),
         usage: None,

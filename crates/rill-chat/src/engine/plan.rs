@@ -297,7 +297,7 @@ fn position(topic: &Topic, head: &LogRead, last_event_id: &str) -> Position {
     let topics = std::slice::from_ref(topic);
     if !cursor.matches(&head.epoch, topics) {
         let same_topics = rill_core::cursor::topic_set_hash(topics) == cursor.topics_hash;
-        return Position::Lost(if same_topics && cursor.epoch != head.epoch {
+        return Position::Lost(if same_topics && cursor.epoch_of(0) != Some(&head.epoch) {
             ResetReason::EpochChanged
         } else {
             ResetReason::UnknownId
