@@ -5,6 +5,17 @@
 //! stream ends when `AppState::shutdown` fires, after a final
 //! `event: error` `{"code":"server_shutdown","reconnect":true}`: without that, axum's graceful
 //! shutdown would wait forever for streams that never end (tokio-rs/axum#2673).
+//!
+//! **Only real events end with a blank line.** Popular clients dispatch on blank lines more
+//! eagerly than the spec: `@microsoft/fetch-event-source` dispatches a message on *every* blank
+//! line, and `httpx-sse` on any blank line after a `retry:` or once any event had an id. A
+//! `retry: 3000` block, or a `: keep-alive` block, of its own would reach their applications as
+//! an empty message (and `JSON.parse("")` throws). So the stream opens with the line
+//! `retry: 3000` alone, written at once (it flushes the headers through any proxy) and left
+//! open: spec parsers apply it at once, and the libraries above carry it along into the first
+//! real event's dispatch. A heartbeat is the comment line `: keep-alive` without a blank line:
+//! every parser ignores comment lines, and the next event's own blank line ends its block. Both
+//! are written only between events, so each starts on a fresh line.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -109,6 +120,27 @@ pub(crate) fn respond(
     response
 }
 
+/// The heartbeat: a comment line and no blank line, so no client dispatches anything for it.
+pub(crate) const HEARTBEAT: &[u8] = b": keep-alive\n";
+
+/// The `Last-Event-ID` of a stream request: the header, else `?last_event_id=` (`query`), else
+/// none; an empty value counts as none (`EventSource` only sends a non-empty one).
+///
+/// The header wins: `EventSource` keeps the URL it was opened with and sends the newest id in
+/// the header when it reconnects. A header that is not valid UTF-8 is not ignored: it is passed
+/// on (lossily decoded) so the stream answers it like any id it cannot use, with `reset`
+/// (`unknown_id`) for topics, or a snapshot for chats, instead of silently starting live.
+pub(crate) fn last_event_id(
+    headers: &axum::http::HeaderMap,
+    query: Option<String>,
+) -> Option<String> {
+    let header = headers
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .filter(|v| !v.is_empty());
+    header.or(query).filter(|v| !v.is_empty())
+}
+
 // The shutdown wait and the timers are created once per stream and polled in place: a fresh
 // `cancelled()` per chunk would lock the token shared by every stream, twice per write.
 struct Transport {
@@ -131,11 +163,11 @@ impl Transport {
             return None;
         }
         if !self.started {
-            // The retry hint first, at once: it also flushes the headers through any proxy.
+            // The retry hint first, at once: it also flushes the headers through any proxy. No
+            // blank line: see the module docs.
             self.started = true;
             let mut out = Vec::with_capacity(16);
             rill_sse::encode_retry(&mut out, self.retry_ms);
-            out.push(b'\n');
             return Some(Bytes::from(out));
         }
         let Transport {
@@ -162,7 +194,7 @@ impl Transport {
                 Some(chunk) => (Some(chunk), None),
                 None => return None,
             },
-            () = beat.as_mut() => (Some(Bytes::from_static(b": keep-alive\n\n")), None),
+            () = beat.as_mut() => (Some(Bytes::from_static(HEARTBEAT)), None),
         };
         if let Some(why) = end {
             return Some(self.finish(why));

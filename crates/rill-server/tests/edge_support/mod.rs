@@ -64,14 +64,12 @@ pub async fn start_with(mut config: Config, extra: Router<AppState>) -> Server {
     let state = AppState::new(config.clone(), shutdown.clone());
     let probes = rill_server::edge_layers(probes().merge(extra).with_state(state.clone()), &config);
     let router = rill_server::app(state.clone()).merge(probes);
-    let tls = config.tls.clone();
+    let options = rill_server::ServeOptions::new(&config, state.connections.clone());
     let task = tokio::spawn(rill_server::serve_router(
         listener,
         router,
         shutdown.clone(),
-        config.shutdown_grace,
-        tls,
-        config.streams.write_stall_timeout,
+        options,
     ));
     Server {
         addr,
