@@ -10,12 +10,15 @@
 //! eagerly than the spec: `@microsoft/fetch-event-source` dispatches a message on *every* blank
 //! line, and `httpx-sse` on any blank line after a `retry:` or once any event had an id. A
 //! `retry: 3000` block, or a `: keep-alive` block, of its own would reach their applications as
-//! an empty message (and `JSON.parse("")` throws). So the stream opens with the line
-//! `retry: 3000` alone, written at once (it flushes the headers through any proxy) and left
-//! open: spec parsers apply it at once, and the libraries above carry it along into the first
-//! real event's dispatch. A heartbeat is the comment line `: keep-alive` without a blank line:
-//! every parser ignores comment lines, and the next event's own blank line ends its block. Both
-//! are written only between events, so each starts on a fresh line.
+//! an empty message (and `JSON.parse("")` throws). So the stream opens with the lines
+//! `retry: 3000` and `: ok`, written at once (they flush the headers through any proxy) and with
+//! no blank line: spec parsers apply `retry` at once, and the libraries above carry it along
+//! into the first real event's dispatch. A heartbeat is the comment line `: keep-alive` without
+//! a blank line: every parser ignores comment lines, and the next event's own blank line ends
+//! its block. Both are written only between events, so each starts on a fresh line. This exact
+//! layout was checked against fetch-event-source, `eventsource`, httpx-sse, requests-sse, both
+//! OpenAI SDKs' decoders and Chromium's `EventSource` (see the client notes behind
+//! `tests/sse_bytes.rs`).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -120,6 +123,10 @@ pub(crate) fn respond(
     response
 }
 
+/// The comment line after the opening `retry:` line: tells a person reading the stream (curl)
+/// that it is open; no blank line, like every line that is not an event's.
+const OPENING_COMMENT: &[u8] = b": ok\n";
+
 /// The heartbeat: a comment line and no blank line, so no client dispatches anything for it.
 pub(crate) const HEARTBEAT: &[u8] = b": keep-alive\n";
 
@@ -166,8 +173,9 @@ impl Transport {
             // The retry hint first, at once: it also flushes the headers through any proxy. No
             // blank line: see the module docs.
             self.started = true;
-            let mut out = Vec::with_capacity(16);
+            let mut out = Vec::with_capacity(24);
             rill_sse::encode_retry(&mut out, self.retry_ms);
+            out.extend_from_slice(OPENING_COMMENT);
             return Some(Bytes::from(out));
         }
         let Transport {

@@ -1,8 +1,12 @@
 //! The exact bytes of a stream, read by three parsers: our spec-exact `rill_sse::Parser`, and
 //! models of the two popular client libraries that dispatch on blank lines more eagerly than the
-//! spec, `@microsoft/fetch-event-source` and Python's `httpx-sse`. No client may be handed an
-//! empty message: its application would `JSON.parse("")` and throw, and fetch-event-source
-//! would then retry the POST.
+//! spec, `@microsoft/fetch-event-source` and Python's `httpx-sse` (whose decoder the `openai`
+//! Python SDK copies). No client may be handed an empty message: its application would
+//! `JSON.parse("")` and throw, and fetch-event-source would then retry the POST.
+//!
+//! The layout (`retry: 3000` and `: ok` first, `: keep-alive` lines between events, a blank
+//! line only after an event's `data:`) is the one the client research checked against every
+//! library by running it; these models pin it in CI without Node, Python or a browser.
 
 #![allow(
     clippy::unwrap_used,
@@ -165,9 +169,10 @@ async fn no_client_sees_an_empty_message() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    // The first bytes come at once (they flush the headers), and they are the retry hint alone.
+    // The first bytes come at once (they flush the headers): the retry hint and a comment, no
+    // blank line.
     let first = next_chunk(&mut response).await.expect("a first chunk");
-    assert_eq!(&first[..], b"retry: 3000\n");
+    assert_eq!(&first[..], b"retry: 3000\n: ok\n");
     let mut body = first.to_vec();
 
     // Heartbeats before any event, then an event, then heartbeats after an event with an id

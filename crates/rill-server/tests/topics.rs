@@ -328,6 +328,7 @@ async fn heartbeat_and_graceful_shutdown_final_event() {
         TestServer::with_config(config(|c| c.streams.heartbeat = Duration::from_millis(100))).await;
     let mut sub = server.subscribe(&["h"], None).await;
     assert_eq!(sub.next_item().await, Some(SseItem::Retry(3000)));
+    assert_eq!(sub.next_item().await, Some(SseItem::Comment("ok".into())));
     assert_eq!(
         sub.next_item().await,
         Some(SseItem::Comment("keep-alive".into()))
