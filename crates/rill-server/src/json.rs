@@ -126,3 +126,65 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of a route's query: the parameters it reads, no `deny_unknown_fields`.
+    #[derive(Debug, serde::Deserialize, PartialEq, Eq)]
+    struct Page {
+        before: Option<String>,
+        limit: Option<String>,
+    }
+
+    async fn query(uri: &str) -> Result<Page, ApiError> {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri(uri)
+            .body(())
+            .expect("request")
+            .into_parts();
+        ApiQuery::<Page>::from_request_parts(&mut parts, &())
+            .await
+            .map(|ApiQuery(page)| page)
+    }
+
+    #[tokio::test]
+    async fn unknown_query_parameters_are_ignored() {
+        let page = query("/x?limit=5&_=1700000000&utm_source=mail")
+            .await
+            .expect("ok");
+        assert_eq!(
+            page,
+            Page {
+                before: None,
+                limit: Some("5".into())
+            }
+        );
+        let error = query("/x?limit=5&limit=6").await.expect_err("duplicate");
+        assert_eq!((error.status.as_u16(), error.code), (400, "bad_query"));
+    }
+
+    #[tokio::test]
+    async fn a_path_that_is_not_utf8_is_bad_path() {
+        let app = axum::Router::new().route(
+            "/chats/{id}",
+            axum::routing::get(|ApiPath(id): ApiPath<String>| async move { id }),
+        );
+        let response = tower::ServiceExt::oneshot(
+            app,
+            axum::http::Request::builder()
+                .uri("/chats/%FF")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+        assert_eq!(response.status(), 400);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(json["error"]["code"], "bad_path");
+    }
+}
