@@ -767,6 +767,61 @@ mod tests {
         redacts("/x?ticket", "/x?ticket=REDACTED");
     }
 
+    #[track_caller]
+    fn lifts(uri: &str, rest: &str, token: Option<&str>, ticket: Option<&str>) {
+        let request = axum::http::Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let request = futures::executor::block_on(lift_query_credentials(request));
+        assert_eq!(request.uri().to_string(), rest, "{uri}");
+        let lifted = request.extensions().get::<QueryCredentials>();
+        assert_eq!(
+            lifted.and_then(|l| l.access_token.as_deref()),
+            token,
+            "{uri}"
+        );
+        assert_eq!(lifted.and_then(|l| l.ticket.as_deref()), ticket, "{uri}");
+    }
+
+    #[test]
+    fn query_credentials_are_lifted_out_of_the_uri() {
+        lifts("/api/chats", "/api/chats", None, None);
+        lifts(
+            "/api/chats?limit=5&_=1",
+            "/api/chats?limit=5&_=1",
+            None,
+            None,
+        );
+        lifts(
+            "/api/chats?access_token=abc",
+            "/api/chats",
+            Some("abc"),
+            None,
+        );
+        lifts(
+            "/api/chats?limit=5&access_token=a%2Bb&_=1",
+            "/api/chats?limit=5&_=1",
+            Some("a+b"),
+            None,
+        );
+        lifts(
+            "/api/events?ticket=t1&topic=x&access%5Ftoken=tok&ticket=t2",
+            "/api/events?topic=x",
+            Some("tok"),
+            Some("t1"),
+        );
+        // An empty value is no credential, but it is still not the handler's.
+        lifts("/x?access_token=&a=1", "/x?a=1", None, None);
+        // An absolute-form target (HTTP/2) keeps its scheme and authority.
+        lifts(
+            "http://h:1/x?access_token=abc&a=1",
+            "http://h:1/x?a=1",
+            Some("abc"),
+            None,
+        );
+    }
+
     #[test]
     fn bearer_header() {
         assert_eq!(bearer(&HeaderValue::from_static("Bearer abc")), Some("abc"));

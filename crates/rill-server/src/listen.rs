@@ -29,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -346,11 +346,14 @@ impl LogLimiter {
 }
 
 /// Requests in flight on one connection, and whether it served any: what its idle timer
-/// watches.
-#[derive(Clone, Copy, Debug, Default)]
+/// watches. An atomic and one `Notify` (not a `watch` channel, which carries eight): it lives as
+/// long as every idle stream's connection.
+#[derive(Debug, Default)]
 struct Activity {
-    in_flight: usize,
-    served: bool,
+    in_flight: AtomicUsize,
+    served: AtomicBool,
+    /// Woken when a request starts or the last one in flight ends.
+    changed: Notify,
 }
 
 /// One accepted connection and what serving it needs.
@@ -374,8 +377,8 @@ impl Conn {
             shutdown,
             force,
         } = self;
-        let (activity, mut watch_activity) = watch::channel(Activity::default());
-        let activity = Arc::new(activity);
+        let activity = Arc::new(Activity::default());
+        let watched = activity.clone();
         let body_timeout = limits.body_read_timeout;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let in_flight = InFlight::start(activity.clone());
@@ -415,7 +418,7 @@ impl Conn {
         let mut closing = false;
         let mut idle_closing = false;
         let result = loop {
-            let idle = idle(&mut watch_activity, first_deadline, limits.idle_timeout);
+            let idle = idle(&watched, first_deadline, limits.idle_timeout);
             tokio::select! {
                 result = connection.as_mut() => break result,
                 () = force.cancelled() => break Ok(()),
@@ -444,50 +447,48 @@ impl Conn {
 
 /// Resolves when the connection has had no request in flight for its limit: until
 /// `first_deadline` before any request, then `idle_timeout` after the last one ended.
-async fn idle(
-    activity: &mut watch::Receiver<Activity>,
-    first_deadline: Instant,
-    idle_timeout: Duration,
-) {
+async fn idle(activity: &Activity, first_deadline: Instant, idle_timeout: Duration) {
     loop {
-        let now = *activity.borrow_and_update();
-        if now.in_flight > 0 {
-            if activity.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        // Registered before the state is read, so a change in between is not missed.
+        let changed = activity.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if activity.in_flight.load(Ordering::Acquire) > 0 {
+            changed.await;
             continue;
         }
-        let deadline = if now.served {
+        let deadline = if activity.served.load(Ordering::Acquire) {
             Instant::now() + idle_timeout
         } else {
             first_deadline
         };
+        // Boxed: the timer exists only while the connection is idle, and an open stream's
+        // connection (never idle) should not carry its space.
+        let sleep = Box::pin(tokio::time::sleep_until(deadline));
         tokio::select! {
-            () = tokio::time::sleep_until(deadline) => return,
-            changed = activity.changed() => if changed.is_err() {
-                std::future::pending::<()>().await;
-            },
+            () = sleep => return,
+            () = changed => {}
         }
     }
 }
 
 /// Marks one request in flight until dropped (with its response body).
-struct InFlight(Arc<watch::Sender<Activity>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn start(activity: Arc<watch::Sender<Activity>>) -> Self {
-        activity.send_modify(|a| {
-            a.in_flight += 1;
-            a.served = true;
-        });
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.served.store(true, Ordering::Release);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.changed.notify_waiters();
         InFlight(activity)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .send_modify(|a| a.in_flight = a.in_flight.saturating_sub(1));
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
+        }
     }
 }
 
