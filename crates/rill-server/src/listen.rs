@@ -419,10 +419,19 @@ impl Conn {
         let mut idle_closing = false;
         let result = loop {
             let idle = idle(&watched, first_deadline, limits.idle_timeout);
+            // One wait at a time, so an idle stream's task carries one: until the connection is
+            // asked to close, the shutdown; after, the end of the grace period.
+            let stop = if closing {
+                force.cancelled()
+            } else {
+                shutdown.cancelled()
+            };
             tokio::select! {
                 result = connection.as_mut() => break result,
-                () = force.cancelled() => break Ok(()),
-                () = shutdown.cancelled(), if !closing => {
+                () = stop => {
+                    if closing {
+                        break Ok(());
+                    }
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }
