@@ -7,6 +7,16 @@
 //! logs a credential, and the request trace redacts those query parameters
 //! ([`redacted_path_and_query`]).
 //!
+//! Credentials in the query string belong to the edge, not to handlers: the
+//! [`lift_query_credentials`] layer takes `access_token` and `ticket` out of the URI before any
+//! handler sees it, so `?access_token=` works on every route whatever its query parsing, and no
+//! handler can echo or log a credential from its query.
+//!
+//! A stream ticket is a credential only on the stream route its topics name (checked before it is
+//! spent, [`crate::tickets::opens`]): on every other route a request holding only a ticket is
+//! unauthenticated, whichever extractor its handler uses. Stream handlers take
+//! [`StreamPrincipal`], which says so in their signature.
+//!
 //! Token claims: `sub` (the user, required), `exp` (required), `publish` and `subscribe` (arrays
 //! of topic patterns: an exact topic name, `prefix/*` for every topic under `prefix/`, or `*`).
 
@@ -15,8 +25,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use jsonwebtoken::errors::ErrorKind;
@@ -25,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use rill_core::Topic;
 
-use crate::tickets::{TicketError, Tickets};
+use crate::tickets::Tickets;
 use crate::{ApiError, AppState};
 
 /// The cookie that may carry the token (for `EventSource` with `withCredentials`).
@@ -175,25 +186,104 @@ fn forbidden(what: &str, topic: &Topic) -> ApiError {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
+    /// A token from a header, the cookie or `?access_token=`; never a stream ticket (stream
+    /// routes take [`StreamPrincipal`]).
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        // Cached, so a handler that extracts twice does not spend a single-use ticket twice.
-        if let Some(principal) = parts.extensions.get::<Principal>() {
-            return Ok(principal.clone());
-        }
-        let principal = state.config.auth.authenticate(parts, Sources::Any)?;
-        parts.extensions.insert(principal.clone());
-        Ok(principal)
+        authenticate_cached(parts, state, Sources::Token).await
     }
+}
+
+/// The caller of a stream route (`GET /api/events`, `GET /api/chats/{id}/events`): a token, as
+/// for [`Principal`], or the one-time stream ticket issued for exactly this stream.
+///
+/// Whether a ticket opens the request's stream is decided from the ticket's topics and the
+/// request's path before the ticket is spent; the handler still checks each topic it serves
+/// against the principal ([`Principal::check_subscribe`], [`Principal::may_follow_owned`]).
+#[derive(Clone, Debug)]
+pub struct StreamPrincipal(pub Principal);
+
+impl FromRequestParts<AppState> for StreamPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate_cached(parts, state, Sources::Stream)
+            .await
+            .map(StreamPrincipal)
+    }
+}
+
+/// The caller of a route that mints tickets: a token from the `Authorization` header or the
+/// cookie only. A URL credential (`?access_token=`, a ticket) must not be able to mint a
+/// ticket, or a leaked URL would be a way to mint more.
+#[derive(Clone, Debug)]
+pub struct MintingPrincipal(pub Principal);
+
+impl FromRequestParts<AppState> for MintingPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state, Sources::HeaderOrCookie)
+            .await
+            .map(MintingPrincipal)
+    }
+}
+
+/// [`authenticate`], once per request: a handler that extracts twice does not spend a
+/// single-use ticket twice.
+async fn authenticate_cached(
+    parts: &mut Parts,
+    state: &AppState,
+    sources: Sources,
+) -> Result<Principal, ApiError> {
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        return Ok(principal.clone());
+    }
+    let principal = authenticate(parts, state, sources).await?;
+    parts.extensions.insert(principal.clone());
+    Ok(principal)
+}
+
+/// Finds and checks the request's credential; a ticket is checked against the request's path
+/// and spent in the state's spent-ticket set.
+pub(crate) async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    sources: Sources,
+) -> Result<Principal, ApiError> {
+    let auth = &state.config.auth;
+    match auth.find(parts, sources)? {
+        Found::Principal(principal) => Ok(principal),
+        Found::Ticket(ticket) => {
+            auth.tickets()
+                .redeem(&ticket, parts.uri.path(), state.spent_tickets.as_ref())
+                .await
+        }
+    }
+}
+
+/// What a request carries.
+enum Found {
+    Principal(Principal),
+    /// A stream ticket, still to be checked against the route and spent.
+    Ticket(String),
 }
 
 /// Where a credential may come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sources {
-    /// Header, cookie, `?access_token=`, or `?ticket=` (tickets on GET only: they open streams).
-    Any,
+    /// Header, cookie or `?access_token=`.
+    Token,
+    /// [`Sources::Token`], or `?ticket=` on a GET (streams are GETs) to the stream it names.
+    Stream,
     /// Header or cookie only: minting a ticket must not be possible with a URL credential.
     HeaderOrCookie,
 }
@@ -299,7 +389,7 @@ impl Auth {
         Auth {
             inner: Arc::new(AuthInner {
                 jwt: None,
-                tickets: Tickets::new(None, Tickets::DEFAULT_TTL),
+                tickets: Tickets::new(None, Tickets::DEFAULT_TTL, Tickets::DEFAULT_MAX_PER_USER),
             }),
         }
     }
@@ -307,6 +397,22 @@ impl Auth {
     /// Auth mode `jwt`. Tickets are signed with `ticket_secret`, or with a random per-process key
     /// when it is `None` (then a ticket only works on the instance that issued it).
     pub fn jwt(key: JwtKey, ticket_secret: Option<&[u8]>, ticket_ttl: Duration) -> Self {
+        Self::jwt_with_ticket_limit(
+            key,
+            ticket_secret,
+            ticket_ttl,
+            Tickets::DEFAULT_MAX_PER_USER,
+        )
+    }
+
+    /// [`Auth::jwt`] where each user may hold at most `max_tickets_per_user` unexpired tickets
+    /// (issued, and spent) on this instance.
+    pub fn jwt_with_ticket_limit(
+        key: JwtKey,
+        ticket_secret: Option<&[u8]>,
+        ticket_ttl: Duration,
+        max_tickets_per_user: usize,
+    ) -> Self {
         let mut validation = Validation::new(key.algorithm);
         // No leeway: a stream is closed exactly at `exp`, so a token must not be accepted after it.
         validation.leeway = 0;
@@ -315,7 +421,7 @@ impl Auth {
         Auth {
             inner: Arc::new(AuthInner {
                 jwt: Some((key, validation)),
-                tickets: Tickets::new(ticket_secret, ticket_ttl),
+                tickets: Tickets::new(ticket_secret, ticket_ttl, max_tickets_per_user),
             }),
         }
     }
@@ -329,14 +435,11 @@ impl Auth {
         &self.inner.tickets
     }
 
-    /// Finds and checks the request's credential.
-    pub(crate) fn authenticate(
-        &self,
-        parts: &Parts,
-        sources: Sources,
-    ) -> Result<Principal, ApiError> {
+    /// Finds the request's credential and checks it, unless it is a ticket (which needs the
+    /// route and the spent set: [`authenticate`]).
+    fn find(&self, parts: &Parts, sources: Sources) -> Result<Found, ApiError> {
         let Some((key, validation)) = &self.inner.jwt else {
-            return Ok(Principal::anonymous());
+            return Ok(Found::Principal(Principal::anonymous()));
         };
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let token = bearer(value).ok_or_else(|| {
@@ -345,37 +448,28 @@ impl Auth {
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
-            return verify_token(token, key, validation);
+            return verify_token(token, key, validation).map(Found::Principal);
         }
         if let Some(token) = cookie(parts, TOKEN_COOKIE) {
-            return verify_token(token, key, validation);
+            return verify_token(token, key, validation).map(Found::Principal);
         }
-        if sources == Sources::Any {
-            if let Some(token) = query_param(&parts.uri, TOKEN_QUERY) {
-                return verify_token(&token, key, validation);
-            }
-            // A ticket opens one stream, and streams are GETs: elsewhere it is not a credential,
-            // so it is not spent by a request it could never authorize.
-            if parts.method == Method::GET {
-                if let Some(ticket) = query_param(&parts.uri, TICKET_QUERY) {
-                    return self.inner.tickets.redeem(&ticket).map_err(ticket_error);
-                }
+        if sources == Sources::HeaderOrCookie {
+            return Err(unauthorized(
+                "unauthorized",
+                "a bearer token is required, in the Authorization header or the cookie",
+            ));
+        }
+        if let Some(token) = query_credential(parts, TOKEN_QUERY) {
+            return verify_token(&token, key, validation).map(Found::Principal);
+        }
+        // A ticket opens one stream, and streams are GETs: elsewhere it is not a credential,
+        // so it is not spent by a request it could never authorize.
+        if sources == Sources::Stream && parts.method == Method::GET {
+            if let Some(ticket) = query_credential(parts, TICKET_QUERY) {
+                return Ok(Found::Ticket(ticket.into_owned()));
             }
         }
         Err(unauthorized("unauthorized", "a bearer token is required"))
-    }
-}
-
-fn ticket_error(error: TicketError) -> ApiError {
-    match error {
-        TicketError::Expired => unauthorized("ticket_expired", "the stream ticket has expired"),
-        TicketError::Used => unauthorized("ticket_used", "the stream ticket was already used"),
-        TicketError::Invalid => unauthorized("invalid_ticket", "the stream ticket is invalid"),
-        TicketError::Full => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_tickets",
-            "too many stream tickets are in use; retry in a few seconds",
-        ),
     }
 }
 
@@ -430,6 +524,14 @@ fn verify_token(token: &str, key: &JwtKey, validation: &Validation) -> Result<Pr
             _ => unauthorized("invalid_token", "the token is invalid"),
         })?
         .claims;
+    // `sub` names the user: chats' owner, the unit of the per-user limits. An empty one would
+    // make one user of every token that lacks a real subject.
+    if claims.sub.trim().is_empty() {
+        return Err(unauthorized(
+            "invalid_token",
+            "the token's `sub` (the user) is empty",
+        ));
+    }
     let patterns = |list: Vec<String>| {
         list.iter()
             .map(|p| Pattern::parse(p))
@@ -471,6 +573,92 @@ fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<Cow<'a, str>> {
     url::form_urlencoded::parse(uri.query()?.as_bytes())
         .find(|(k, v)| k == name && !v.is_empty())
         .map(|(_, v)| v)
+}
+
+/// The credentials the [`lift_query_credentials`] layer took out of the query string.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct QueryCredentials {
+    access_token: Option<String>,
+    ticket: Option<String>,
+}
+
+/// The query-string credential `name` (`access_token` or `ticket`): the first non-empty one.
+/// Read from what the edge layer lifted, or from the URI when no layer ran (a router used
+/// without [`crate::edge_layers`]).
+fn query_credential<'a>(parts: &'a Parts, name: &str) -> Option<Cow<'a, str>> {
+    match parts.extensions.get::<QueryCredentials>() {
+        Some(lifted) => {
+            let value = if name == TOKEN_QUERY {
+                &lifted.access_token
+            } else {
+                &lifted.ticket
+            };
+            value.as_deref().map(Cow::Borrowed)
+        }
+        None => query_param(&parts.uri, name),
+    }
+}
+
+/// Whether a raw query key names a credential (keys may be percent-encoded: `access%5Ftoken`).
+fn is_credential_key(raw_key: &str) -> bool {
+    let key = url::form_urlencoded::parse(raw_key.as_bytes())
+        .next()
+        .map(|(k, _)| k);
+    matches!(key.as_deref(), Some(TOKEN_QUERY | TICKET_QUERY))
+}
+
+/// The edge layer that takes `access_token` and `ticket` out of the request's query string into
+/// a [`QueryCredentials`] extension. Handlers then never see them: `?access_token=` works on
+/// every route (even one whose query parsing refuses unknown parameters), and no handler can
+/// log or echo a credential from its query. A request without them is passed on untouched.
+pub(crate) async fn lift_query_credentials(mut request: Request) -> Request {
+    let Some(query) = request.uri().query() else {
+        return request;
+    };
+    if !query
+        .split('&')
+        .any(|pair| is_credential_key(pair.split('=').next().unwrap_or(pair)))
+    {
+        return request;
+    }
+    let mut lifted = QueryCredentials::default();
+    let mut kept = String::with_capacity(query.len());
+    for pair in query.split('&') {
+        let raw_key = pair.split('=').next().unwrap_or(pair);
+        if !is_credential_key(raw_key) {
+            if !kept.is_empty() {
+                kept.push('&');
+            }
+            kept.push_str(pair);
+            continue;
+        }
+        let Some((key, value)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
+            continue;
+        };
+        let slot = if key == TOKEN_QUERY {
+            &mut lifted.access_token
+        } else {
+            &mut lifted.ticket
+        };
+        if slot.is_none() && !value.is_empty() {
+            *slot = Some(value.into_owned());
+        }
+    }
+    let path = request.uri().path();
+    let target = if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{kept}")
+    };
+    let mut uri_parts = request.uri().clone().into_parts();
+    if let Ok(target) = PathAndQuery::try_from(target) {
+        uri_parts.path_and_query = Some(target);
+        if let Ok(uri) = Uri::from_parts(uri_parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request.extensions_mut().insert(lifted);
+    request
 }
 
 /// The request target with the values of `access_token` and `ticket` replaced by `REDACTED`: the
@@ -569,6 +757,61 @@ mod tests {
         );
         redacts("/x?access%5Ftoken=xyz", "/x?access%5Ftoken=REDACTED");
         redacts("/x?ticket", "/x?ticket=REDACTED");
+    }
+
+    #[track_caller]
+    fn lifts(uri: &str, rest: &str, token: Option<&str>, ticket: Option<&str>) {
+        let request = axum::http::Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let request = futures::executor::block_on(lift_query_credentials(request));
+        assert_eq!(request.uri().to_string(), rest, "{uri}");
+        let lifted = request.extensions().get::<QueryCredentials>();
+        assert_eq!(
+            lifted.and_then(|l| l.access_token.as_deref()),
+            token,
+            "{uri}"
+        );
+        assert_eq!(lifted.and_then(|l| l.ticket.as_deref()), ticket, "{uri}");
+    }
+
+    #[test]
+    fn query_credentials_are_lifted_out_of_the_uri() {
+        lifts("/api/chats", "/api/chats", None, None);
+        lifts(
+            "/api/chats?limit=5&_=1",
+            "/api/chats?limit=5&_=1",
+            None,
+            None,
+        );
+        lifts(
+            "/api/chats?access_token=abc",
+            "/api/chats",
+            Some("abc"),
+            None,
+        );
+        lifts(
+            "/api/chats?limit=5&access_token=a%2Bb&_=1",
+            "/api/chats?limit=5&_=1",
+            Some("a+b"),
+            None,
+        );
+        lifts(
+            "/api/events?ticket=t1&topic=x&access%5Ftoken=tok&ticket=t2",
+            "/api/events?topic=x",
+            Some("tok"),
+            Some("t1"),
+        );
+        // An empty value is no credential, but it is still not the handler's.
+        lifts("/x?access_token=&a=1", "/x?a=1", None, None);
+        // An absolute-form target (HTTP/2) keeps its scheme and authority.
+        lifts(
+            "http://h:1/x?access_token=abc&a=1",
+            "http://h:1/x?a=1",
+            Some("abc"),
+            None,
+        );
     }
 
     #[test]

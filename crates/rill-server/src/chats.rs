@@ -9,7 +9,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::json::{JsonBody, read_body, require_json};
+use crate::auth::{MintingPrincipal, StreamPrincipal};
+use crate::json::{ApiPath, ApiQuery, JsonBody, read_body, require_json};
 use crate::limits::StreamSlot;
 use crate::{ApiError, AppState, Principal, sse};
 
@@ -74,15 +75,8 @@ impl From<ChatError> for ApiError {
                 };
                 ApiError::new(status, code, message)
             }
-            ChatError::Broker(error) => {
-                // The broker's own words (Redis error text) are for the log only.
-                tracing::warn!(%error, "the broker failed a chat request");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "broker_unavailable",
-                    "the event broker is unavailable; retry later",
-                )
-            }
+            // The broker's own words (Redis error text) are for the log only.
+            ChatError::Broker(error) => ApiError::broker(error),
             ChatError::Store(e) => ApiError::internal(e),
         }
     }
@@ -165,21 +159,11 @@ fn page_params(
     Ok((before, limit))
 }
 
-/// A query string as `T`, with a JSON error when it cannot be read.
-fn query<T: DeserializeOwned>(
-    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> Result<T, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
 async fn list_chats(
     State(state): State<AppState>,
     principal: Principal,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
     let (before, limit) = page_params(q.before.as_deref(), q.limit.as_deref())?;
     let page = state
         .chat()?
@@ -205,7 +189,7 @@ fn chat_view(chat: &Chat) -> serde_json::Value {
 async fn get_chat(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let engine = state.chat()?;
     let chat = engine.chat(&principal.user, &id).await?;
@@ -217,7 +201,7 @@ async fn get_chat(
 async fn delete_chat(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     state.chat()?.delete_chat(&principal.user, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -226,10 +210,9 @@ async fn delete_chat(
 async fn list_messages(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
     let (before, limit) = page_params(q.before.as_deref(), q.limit.as_deref())?;
     let engine = state.chat()?;
     engine.chat(&principal.user, &id).await?;
@@ -284,29 +267,14 @@ enum Style {
     Accepted,
 }
 
+/// RFC 9110 negotiation: q-values, then specificity; a missing or `*/*` Accept gets the 202.
 fn style(headers: &HeaderMap) -> Style {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    match crate::accept::negotiate(
-        accept,
-        &["application/json", "text/event-stream", "text/plain"],
-    ) {
-        Some(1) => Style::Sse,
-        Some(2) => Style::Plain,
+    let offers = ["application/json", "text/event-stream", "text/plain"];
+    match crate::accept::negotiate_or_default(headers, &offers) {
+        "text/event-stream" => Style::Sse,
+        "text/plain" => Style::Plain,
         _ => Style::Accepted,
     }
-}
-
-/// The client's `Last-Event-ID`: the header (read even when it is not ASCII, so that such an
-/// id gives `reset` instead of being silently ignored), else `?last_event_id=`.
-fn last_event_id(headers: &HeaderMap, query: Option<String>) -> Option<String> {
-    headers
-        .get("last-event-id")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .or(query)
-        .filter(|s| !s.trim().is_empty())
 }
 
 #[derive(Deserialize)]
@@ -330,9 +298,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 async fn send_message(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     body: ChatBody<SendMessage>,
 ) -> Result<Response, ApiError> {
     let engine = state.chat()?;
@@ -340,7 +308,7 @@ async fn send_message(
     engine.check_can_answer(&principal.user, &id).await?;
     // A client that retries its POST after a cut (`fetch-event-source`, `requests-sse`) sends
     // the id of the last event it got: it wants the rest of its exchange, not a new message.
-    if let Some(last_id) = last_event_id(&headers, query(q)?.last_event_id) {
+    if let Some(last_id) = sse::last_event_id(&headers, q.last_event_id) {
         if style != Style::Sse {
             return Err(ApiError::bad_request(
                 "invalid_last_event_id",
@@ -368,7 +336,7 @@ async fn send_message(
 async fn regenerate(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let engine = state.chat()?;
@@ -486,7 +454,7 @@ fn plain_text(slot: StreamSlot, stream: rill_hub::HubStream, answer: &Message) -
 async fn stop(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let message = state.chat()?.stop(&principal.user, &id).await?;
     Ok(Json(json!({ "message": message })).into_response())
@@ -496,16 +464,9 @@ async fn stop(
 /// long-lived token never sits in an `EventSource` URL.
 async fn ticket(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
+    MintingPrincipal(principal): MintingPrincipal,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    if principal.is_ticket() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "a ticket cannot mint another ticket",
-        ));
-    }
     state.chat()?.chat(&principal.user, &id).await?;
     let tickets = state.config.auth.tickets();
     let ticket = tickets.issue(&principal, &[Topic::for_chat(&id)])?;
@@ -516,10 +477,10 @@ async fn ticket(
 /// `rill_chat::ChatEngine::follow` for where it starts).
 async fn chat_events(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
+    StreamPrincipal(principal): StreamPrincipal,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let engine = state.chat()?;
     engine.chat(&principal.user, &id).await?;
@@ -531,7 +492,7 @@ async fn chat_events(
             "this ticket is not for this chat",
         ));
     }
-    let last_id = last_event_id(&headers, query(q)?.last_event_id);
+    let last_id = sse::last_event_id(&headers, q.last_event_id);
     let slot = stream_slot(&state, &principal)?;
     let plan = engine.follow(&id, last_id.as_deref()).await?;
     stream(&state, &principal, slot, plan).await

@@ -32,13 +32,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{
-    Auth, AuthConfigError, Claims, JwtKey, MIN_SECRET_LEN, Principal, mint_hs256,
-    redacted_path_and_query,
+    Auth, AuthConfigError, Claims, JwtKey, MIN_SECRET_LEN, MintingPrincipal, Principal,
+    StreamPrincipal, mint_hs256, redacted_path_and_query,
 };
 pub use cors::{CorsConfigError, Origin};
 pub use error::ApiError;
 pub use limits::{StreamConfig, StreamLimiter, StreamSlot};
-pub use listen::serve_router;
+pub use listen::{ConnectionConfig, ConnectionStats, ServeOptions, connection_cap, serve_router};
+pub use rill_core::SpentSet;
+pub use tickets::MemorySpentSet;
 pub use tls::{TlsConfig, TlsConfigError};
 
 /// Server settings, validated by the binary before any port is bound.
@@ -55,6 +57,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Topic and chat streams: heartbeat, retry hint, limits, retention, queue bound.
     pub streams: StreamConfig,
+    /// Client connections: read and idle timeouts, the open-sockets cap.
+    pub connections: ConnectionConfig,
 }
 
 impl Default for Config {
@@ -66,12 +70,13 @@ impl Default for Config {
             cors_origins: Vec::new(),
             tls: None,
             streams: StreamConfig::default(),
+            connections: ConnectionConfig::default(),
         }
     }
 }
 
 /// What every handler can reach. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     /// Fires on graceful shutdown: every long-lived stream ends when it does.
@@ -82,6 +87,23 @@ pub struct AppState {
     pub streams: Arc<StreamLimiter>,
     /// The chat engine; without one, the chat routes answer 503 (topics-only servers, tests).
     pub chat: Option<rill_chat::ChatEngine>,
+    /// Where stream tickets are marked spent: in memory by default (single use per instance);
+    /// a shared set (Redis) makes a ticket single-use across instances.
+    pub spent_tickets: Arc<dyn SpentSet>,
+    /// Open client connections, reported by the accept loop for `/metrics`.
+    pub connections: Arc<ConnectionStats>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .field("hub", &self.hub)
+            .field("streams", &self.streams)
+            .field("chat", &self.chat)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppState {
@@ -114,6 +136,13 @@ impl AppState {
         self
     }
 
+    /// This state with `set` as the spent-ticket set (a shared one, e.g. on Redis, so a ticket
+    /// opens one stream in the whole deployment).
+    pub fn with_spent_tickets(mut self, set: Arc<dyn SpentSet>) -> Self {
+        self.spent_tickets = set;
+        self
+    }
+
     /// The chat engine, or 503 when this server runs without one.
     pub(crate) fn chat(&self) -> Result<&rill_chat::ChatEngine, ApiError> {
         self.chat.as_ref().ok_or_else(|| {
@@ -138,6 +167,8 @@ impl AppState {
             hub,
             streams,
             chat: None,
+            spent_tickets: Arc::new(MemorySpentSet::new()),
+            connections: Arc::new(ConnectionStats::default()),
         }
     }
 }
@@ -157,8 +188,10 @@ pub fn app(state: AppState) -> Router {
     edge_layers(router, &config)
 }
 
-/// What wraps every route: the request trace (credentials redacted), `WWW-Authenticate` on 401s,
-/// and CORS outermost so that preflights are answered before anything else runs.
+/// What wraps every route, outermost first: CORS (so preflights are answered before anything
+/// else runs), the request trace (credentials redacted), `WWW-Authenticate` on 401s, the lifting
+/// of query-string credentials out of the URI, the cross-origin guard of state-changing
+/// requests, and innermost the rewriting of any non-JSON error into the documented JSON.
 pub fn edge_layers(router: Router, config: &Config) -> Router {
     let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(
         |request: &axum::http::Request<_>| {
@@ -172,6 +205,12 @@ pub fn edge_layers(router: Router, config: &Config) -> Router {
         },
     );
     let router = router
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            cors::trusted(&config.cors_origins),
+            cors::cross_origin_guard,
+        ))
+        .layer(axum::middleware::map_request(auth::lift_query_credentials))
         .layer(axum::middleware::map_response(auth::www_authenticate))
         .layer(trace);
     cors::apply(router, &config.cors_origins)
@@ -183,8 +222,6 @@ pub fn edge_layers(router: Router, config: &Config) -> Router {
 /// HTTP/1.1 by ALPN.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    let grace = state.config.shutdown_grace;
-    let tls = state.config.tls.clone();
-    let write_stall = state.config.streams.write_stall_timeout;
-    serve_router(listener, app(state), shutdown, grace, tls, write_stall).await
+    let options = ServeOptions::new(&state.config, state.connections.clone());
+    serve_router(listener, app(state), shutdown, options).await
 }

@@ -81,6 +81,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "Streams counted against the connection limits.",
         open,
     );
+    metric(
+        "rill_open_connections",
+        "gauge",
+        "Open client connections (streams, requests, idle keep-alive, handshaking).",
+        state.connections.open() as u64,
+    );
+    metric(
+        "rill_connection_limit",
+        "gauge",
+        "The open-connections cap in force (max_open_connections, lowered below the open-files limit).",
+        state.connections.limit() as u64,
+    );
     let mut response = out.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -5,6 +5,20 @@
 //! stream ends when `AppState::shutdown` fires, after a final
 //! `event: error` `{"code":"server_shutdown","reconnect":true}`: without that, axum's graceful
 //! shutdown would wait forever for streams that never end (tokio-rs/axum#2673).
+//!
+//! **Only real events end with a blank line.** Popular clients dispatch on blank lines more
+//! eagerly than the spec: `@microsoft/fetch-event-source` dispatches a message on *every* blank
+//! line, and `httpx-sse` on any blank line after a `retry:` or once any event had an id. A
+//! `retry: 3000` block, or a `: keep-alive` block, of its own would reach their applications as
+//! an empty message (and `JSON.parse("")` throws). So the stream opens with the lines
+//! `retry: 3000` and `: ok`, written at once (they flush the headers through any proxy) and with
+//! no blank line: spec parsers apply `retry` at once, and the libraries above carry it along
+//! into the first real event's dispatch. A heartbeat is the comment line `: keep-alive` without
+//! a blank line: every parser ignores comment lines, and the next event's own blank line ends
+//! its block. Both are written only between events, so each starts on a fresh line. This exact
+//! layout was checked against fetch-event-source, `eventsource`, httpx-sse, requests-sse, both
+//! OpenAI SDKs' decoders and Chromium's `EventSource` (see the client notes behind
+//! `tests/sse_bytes.rs`).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -28,26 +42,6 @@ enum End {
     Shutdown,
     MaxDuration,
     CredentialExpired,
-}
-
-/// An SSE response over a hub stream (topics or chat), within the caller's stream limits.
-#[allow(dead_code, reason = "the chat routes call it")]
-pub(crate) fn hub_response(state: &AppState, principal: &Principal, stream: HubStream) -> Response {
-    response(state, principal, hub_chunks(stream))
-}
-
-/// An SSE response over a stream of ready-made SSE chunks; the stream ending ends the response.
-/// Refused with 429/503 (JSON) when the caller is at a stream limit.
-#[allow(dead_code, reason = "the chat routes call it")]
-pub(crate) fn response(
-    state: &AppState,
-    principal: &Principal,
-    chunks: impl Stream<Item = Bytes> + Send + 'static,
-) -> Response {
-    match state.streams.acquire(&principal.user) {
-        Ok(slot) => respond(state, principal, slot, chunks),
-        Err(error) => error.into_response(),
-    }
 }
 
 /// A hub stream as a `Stream` of chunks.
@@ -109,6 +103,31 @@ pub(crate) fn respond(
     response
 }
 
+/// The comment line after the opening `retry:` line: tells a person reading the stream (curl)
+/// that it is open; no blank line, like every line that is not an event's.
+const OPENING_COMMENT: &[u8] = b": ok\n";
+
+/// The heartbeat: a comment line and no blank line, so no client dispatches anything for it.
+pub(crate) const HEARTBEAT: &[u8] = b": keep-alive\n";
+
+/// The `Last-Event-ID` of a stream request: the header, else `?last_event_id=` (`query`), else
+/// none; an empty value counts as none (`EventSource` only sends a non-empty one).
+///
+/// The header wins: `EventSource` keeps the URL it was opened with and sends the newest id in
+/// the header when it reconnects. A header that is not valid UTF-8 is not ignored: it is passed
+/// on (lossily decoded) so the stream answers it like any id it cannot use, with `reset`
+/// (`unknown_id`) for topics, or a snapshot for chats, instead of silently starting live.
+pub(crate) fn last_event_id(
+    headers: &axum::http::HeaderMap,
+    query: Option<String>,
+) -> Option<String> {
+    let header = headers
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .filter(|v| !v.is_empty());
+    header.or(query).filter(|v| !v.is_empty())
+}
+
 // The shutdown wait and the timers are created once per stream and polled in place: a fresh
 // `cancelled()` per chunk would lock the token shared by every stream, twice per write.
 struct Transport {
@@ -131,11 +150,12 @@ impl Transport {
             return None;
         }
         if !self.started {
-            // The retry hint first, at once: it also flushes the headers through any proxy.
+            // The retry hint first, at once: it also flushes the headers through any proxy. No
+            // blank line: see the module docs.
             self.started = true;
-            let mut out = Vec::with_capacity(16);
+            let mut out = Vec::with_capacity(24);
             rill_sse::encode_retry(&mut out, self.retry_ms);
-            out.push(b'\n');
+            out.extend_from_slice(OPENING_COMMENT);
             return Some(Bytes::from(out));
         }
         let Transport {
@@ -162,7 +182,7 @@ impl Transport {
                 Some(chunk) => (Some(chunk), None),
                 None => return None,
             },
-            () = beat.as_mut() => (Some(Bytes::from_static(b": keep-alive\n\n")), None),
+            () = beat.as_mut() => (Some(Bytes::from_static(HEARTBEAT)), None),
         };
         if let Some(why) = end {
             return Some(self.finish(why));

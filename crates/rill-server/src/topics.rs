@@ -9,18 +9,19 @@ use std::borrow::Cow;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use bytes::Bytes;
 use rill_core::broker::valid_event_name;
-use rill_core::{BrokerError, NewEvent, Topic};
+use rill_core::{NewEvent, Topic};
 use rill_hub::{Hub, Start, StreamRequest};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{ApiError, AppState, Principal, sse};
+use crate::json::ApiQuery;
+use crate::{ApiError, AppState, Principal, StreamPrincipal, sse};
 
 /// Event names the topics API keeps for its own stream events.
 const RESERVED_EVENT_NAMES: [&str; 2] = ["reset", "error"];
@@ -69,22 +70,6 @@ fn forbidden(what: &str, topic: &Topic) -> ApiError {
         "forbidden",
         format!("this credential may not {what} topic {topic:?}"),
     )
-}
-
-fn broker_error(error: BrokerError) -> ApiError {
-    match error {
-        BrokerError::Unavailable(why) => {
-            tracing::warn!(%why, "the broker is unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker_unavailable",
-                "the event broker is unavailable; retry later",
-            )
-        }
-        BrokerError::Limit(why) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_limit", why)
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -150,7 +135,11 @@ async fn publish(
         name: event.into(),
         data,
     };
-    let published = state.hub.publish(&topic, new).await.map_err(broker_error)?;
+    let published = state
+        .hub
+        .publish(&topic, new)
+        .await
+        .map_err(ApiError::broker)?;
     let id = Hub::single_topic_id(&published.epoch, &topic, published.offset);
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
 }
@@ -193,20 +182,18 @@ fn compact_json(json: &str) -> Bytes {
 /// `GET /api/events?topic=a&topic=b[&last_event_id=...]`.
 async fn subscribe(
     State(state): State<AppState>,
-    principal: Principal,
+    StreamPrincipal(principal): StreamPrincipal,
     headers: HeaderMap,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = query
-        .map_err(|e| ApiError::bad_request("bad_query", format!("invalid query string: {e}")))?;
     let mut topics = Vec::new();
     let mut query_id = None;
     for (key, value) in params {
         match key.as_str() {
             "topic" => topics.push(public_topic(&value)?),
             "last_event_id" => query_id = Some(value),
-            // Credentials (`access_token`, `ticket`) are the auth extractor's; anything else is
-            // ignored so that clients may add cache-busters.
+            // Anything else is ignored so that clients may add cache-busters (credentials never
+            // get here: the edge lifts them out of the query).
             _ => {}
         }
     }
@@ -232,15 +219,8 @@ async fn subscribe(
     if let Some(topic) = topics.iter().find(|t| !principal.may_subscribe(t)) {
         return Err(forbidden("subscribe to", topic));
     }
-    // The header wins over the query parameter: `EventSource` keeps the URL it was opened with
-    // and sends the newest id in the header when it reconnects.
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .or(query_id);
-    let start = match last_event_id {
+    // The header wins over the query parameter; an id that is not UTF-8 still gives `reset`.
+    let start = match sse::last_event_id(&headers, query_id) {
         Some(id) => Start::LastEventId(id),
         None => Start::Live,
     };
@@ -249,7 +229,7 @@ async fn subscribe(
         .hub
         .open(StreamRequest::topics(topics, start))
         .await
-        .map_err(broker_error)?;
+        .map_err(ApiError::broker)?;
     Ok(sse::respond(
         &state,
         &principal,

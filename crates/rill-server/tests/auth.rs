@@ -1,5 +1,6 @@
 //! The auth matrix over real HTTP: mode none, JWT (HS256, RS256, ES256) from header, cookie and
-//! query, expired and wrongly signed tokens, forbidden topics, and stream tickets.
+//! query, expired, wrongly signed and subject-less tokens, forbidden topics, and stream tickets
+//! (single use, per-user bounds, single use across instances through a shared spent set).
 
 #![allow(
     clippy::unwrap_used,
@@ -14,9 +15,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use edge_support::{
-    OTHER_SECRET, SECRET, TICKET_SECRET, client, error_code, jwt_hs256, start, token,
+    OTHER_SECRET, SECRET, TICKET_SECRET, client, error_code, jwt_hs256, start, start_custom, token,
 };
-use rill_server::{Auth, Config, JwtKey};
+use rill_server::{Auth, Config, JwtKey, MemorySpentSet};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -162,7 +163,8 @@ async fn jwt_rejections() {
         .unwrap();
     assert_eq!(error_code(response, 401).await, "token_expired");
 
-    // Not a JWT, not Bearer, a token without exp, one signed with `none`.
+    // Not a JWT, not Bearer, a token without exp, one signed with `none`, one whose user is
+    // empty (or blank).
     let no_exp = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &json!({ "sub": "alice", "subscribe": ["*"] }),
@@ -171,7 +173,15 @@ async fn jwt_rejections() {
     .unwrap();
     let unsigned =
         "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OSwic3Vic2NyaWJlIjpbIioiXX0.";
-    for bad in ["garbage", no_exp.as_str(), unsigned] {
+    let empty_sub = token(SECRET, "", &["*"], &["*"]);
+    let blank_sub = token(SECRET, "  ", &["*"], &["*"]);
+    for bad in [
+        "garbage",
+        no_exp.as_str(),
+        unsigned,
+        empty_sub.as_str(),
+        blank_sub.as_str(),
+    ] {
         let response = http.get(&probe).bearer_auth(bad).send().await.unwrap();
         assert_eq!(error_code(response, 401).await, "invalid_token", "{bad}");
     }
@@ -303,22 +313,35 @@ async fn stream_tickets() {
         .unwrap();
     assert_eq!(error_code(response, 401).await, "unauthorized");
 
-    // Another topic than the ticket's: 403 (this spends the ticket).
+    // Any route but the stream it opens: not a credential there, and not spent.
+    for path in [
+        format!("/probe/sub?topic=news/1&ticket={t}"),
+        format!("/api/chats?ticket={t}"),
+        format!("/metrics?ticket={t}&access_token="),
+    ] {
+        let response = http.get(server.url(&path)).send().await.unwrap();
+        if path.starts_with("/metrics") {
+            assert_eq!(response.status(), 200, "metrics needs no credential");
+        } else {
+            assert_eq!(error_code(response, 401).await, "unauthorized", "{path}");
+        }
+    }
+    // Another topic than the ticket's, on its route: 403 (this spends the ticket).
     let response = http
-        .get(server.url(&format!("/probe/sub?topic=news/2&ticket={t}")))
+        .get(server.url(&format!("/api/events?topic=news/2&ticket={t}")))
         .send()
         .await
         .unwrap();
     assert_eq!(error_code(response, 403).await, "forbidden");
     // Used twice.
     let response = http
-        .get(server.url(&format!("/probe/sub?topic=news/1&ticket={t}")))
+        .get(server.url(&format!("/api/events?topic=news/1&ticket={t}")))
         .send()
         .await
         .unwrap();
     assert_eq!(error_code(response, 401).await, "ticket_used");
 
-    // A fresh ticket opens once, carrying the user and the token's expiry.
+    // A fresh ticket opens its stream once.
     let t: Value = ticket(&http, &server, &alice, &["prices"])
         .await
         .json()
@@ -326,19 +349,14 @@ async fn stream_tickets() {
         .unwrap();
     let t = t["ticket"].as_str().unwrap().to_owned();
     let response = http
-        .get(server.url(&format!("/probe/sub?topic=prices&ticket={t}")))
+        .get(server.url(&format!("/api/events?topic=prices&ticket={t}")))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["user"], "alice");
-    assert!(
-        body["expires_at"].as_u64().unwrap() > now() + 3000,
-        "the stream lives as long as the token"
-    );
+    drop(response);
     let response = http
-        .get(server.url(&format!("/probe/sub?topic=prices&ticket={t}")))
+        .get(server.url(&format!("/api/events?topic=prices&ticket={t}")))
         .send()
         .await
         .unwrap();
@@ -352,7 +370,7 @@ async fn stream_tickets() {
     )
     .unwrap();
     let response = http
-        .get(server.url(&format!("/probe/sub?topic=prices&ticket={expired}")))
+        .get(server.url(&format!("/api/events?topic=prices&ticket={expired}")))
         .send()
         .await
         .unwrap();
@@ -366,7 +384,7 @@ async fn stream_tickets() {
     .unwrap();
     for bad in [forged.as_str(), alice.as_str(), "garbage"] {
         let response = http
-            .get(server.url(&format!("/probe/sub?topic=prices&ticket={bad}")))
+            .get(server.url(&format!("/api/events?topic=prices&ticket={bad}")))
             .send()
             .await
             .unwrap();
@@ -405,6 +423,12 @@ async fn stream_tickets() {
     assert_eq!(
         error_code(ticket(&http, &server, &alice, &["a b"]).await, 400).await,
         "invalid_topic"
+    );
+    // A reserved topic could open no stream (chats have their own ticket route).
+    let root = token(SECRET, "root", &[], &["*"]);
+    assert_eq!(
+        error_code(ticket(&http, &server, &root, &["_chat/1"]).await, 400).await,
+        "reserved_topic"
     );
     let response = http
         .post(server.url("/api/stream-tickets"))
@@ -565,4 +589,112 @@ async fn topics_api_enforces_tokens_and_tickets() {
     assert_eq!(error_code(response, 401).await, "ticket_used");
     drop(stream);
     server.stop().await;
+}
+
+/// A server whose users may each hold `limit` unexpired tickets.
+fn ticket_limit(limit: usize) -> Config {
+    let key = JwtKey::hs256(SECRET.as_bytes()).unwrap();
+    Config {
+        auth: Auth::jwt_with_ticket_limit(
+            key,
+            Some(TICKET_SECRET.as_bytes()),
+            Duration::from_secs(30),
+            limit,
+        ),
+        ..Config::default()
+    }
+}
+
+async fn ticket_for(http: &reqwest::Client, server: &edge_support::Server, token: &str) -> String {
+    let response = ticket(http, server, token, &["a"]).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["ticket"].as_str().unwrap().to_owned()
+}
+
+/// One user flooding tickets reaches their own bound (429), never anyone else's: issuing on one
+/// instance, and spending tickets issued elsewhere (so the spent set holds a bounded share of
+/// each user).
+#[tokio::test]
+async fn a_ticket_flood_costs_only_its_user() {
+    let issuer = start(ticket_limit(1000)).await;
+    let server = start(ticket_limit(5)).await;
+    let http = client();
+    let alice = token(SECRET, "alice", &[], &["a"]);
+    let bob = token(SECRET, "bob", &[], &["a"]);
+
+    // Issuing: alice's sixth ticket is refused, to her only.
+    for _ in 0..5 {
+        ticket_for(&http, &server, &alice).await;
+    }
+    let refused = ticket(&http, &server, &alice, &["a"]).await;
+    assert_eq!(error_code(refused, 429).await, "too_many_tickets");
+    let bobs = ticket_for(&http, &server, &bob).await;
+
+    // Spending: tickets issued by another instance (same ticket key) are bounded per user too.
+    let mut opened = Vec::new();
+    for i in 0..6 {
+        let t = ticket_for(&http, &issuer, &alice).await;
+        let response = http
+            .get(server.url(&format!("/api/events?topic=a&ticket={t}")))
+            .send()
+            .await
+            .unwrap();
+        if i < 5 {
+            assert_eq!(response.status(), 200, "ticket {i}");
+            opened.push(response);
+        } else {
+            assert_eq!(error_code(response, 429).await, "too_many_tickets");
+        }
+    }
+    // Bob is not affected: his ticket opens his stream.
+    let response = http
+        .get(server.url(&format!("/api/events?topic=a&ticket={bobs}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop((opened, response));
+    issuer.stop().await;
+    server.stop().await;
+}
+
+/// With a shared spent set (what Redis gives a deployment), a ticket opens one stream across
+/// instances, not one per instance.
+#[tokio::test]
+async fn a_shared_spent_set_makes_tickets_single_use_across_instances() {
+    let shared = std::sync::Arc::new(MemorySpentSet::new());
+    let one = {
+        let shared = shared.clone();
+        start_custom(jwt_hs256(), axum::Router::new(), move |state| {
+            state.with_spent_tickets(shared)
+        })
+        .await
+    };
+    let two = {
+        let shared = shared.clone();
+        start_custom(jwt_hs256(), axum::Router::new(), move |state| {
+            state.with_spent_tickets(shared)
+        })
+        .await
+    };
+    let http = client();
+    let alice = token(SECRET, "alice", &[], &["a"]);
+    let t = ticket_for(&http, &one, &alice).await;
+    let first = http
+        .get(one.url(&format!("/api/events?topic=a&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let again = http
+        .get(two.url(&format!("/api/events?topic=a&ticket={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(again, 401).await, "ticket_used");
+    assert_eq!(shared.len(), 1);
+    drop(first);
+    one.stop().await;
+    two.stop().await;
 }

@@ -260,3 +260,52 @@ async fn alpn_offers_h2_and_http11_and_plain_tcp_serves_both() {
     );
     server.stop().await;
 }
+
+/// An HTTP/2 connection with no stream open for `idle_timeout` is closed (GOAWAY), while one
+/// with an event stream open is not.
+#[tokio::test]
+async fn an_idle_h2c_connection_is_closed_but_not_while_a_stream_is_open() {
+    let config = Config {
+        connections: rill_server::ConnectionConfig {
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(300),
+            ..rill_server::ConnectionConfig::default()
+        },
+        ..Config::default()
+    };
+    let server = start(config).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = |path: &str| {
+        hyper::Request::get(format!("http://{}{path}", server.addr))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let health = send.send_request(request("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    health.into_body().collect().await.unwrap();
+
+    // A stream keeps it open past several idle timeouts.
+    let stream = send
+        .send_request(request("/api/events?topic=idle"))
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        !connection.is_finished(),
+        "a connection with a stream is not idle"
+    );
+    drop(stream);
+
+    // With no stream left, the server closes it.
+    let ended = tokio::time::timeout(WAIT, connection)
+        .await
+        .expect("the idle connection is closed in time");
+    assert!(ended.unwrap().is_ok(), "a graceful close");
+    server.stop().await;
+}

@@ -294,12 +294,41 @@ async fn expired_and_foreign_ids_reset_then_continue_live() {
     assert_eq!(sub.next_event().await.unwrap().event, "reset");
 }
 
+/// A `Last-Event-ID` whose bytes are not ASCII (or not UTF-8) is an id we cannot use like any
+/// other: `reset` (`unknown_id`), never silently a live start.
+#[tokio::test]
+async fn a_non_ascii_last_event_id_resets() {
+    let server = TestServer::start().await;
+    server.publish("t", None, json!(1)).await;
+    for bytes in [&b"caf\xc3\xa9.1.1"[..], &b"\xff\xfe"[..]] {
+        let response = server
+            .client
+            .get(server.url("/api/events?topic=t&_=123"))
+            .header(
+                "last-event-id",
+                reqwest::header::HeaderValue::from_bytes(bytes).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut sub = SseStream::new(response);
+        let reset = sub.next_event().await.unwrap();
+        assert_eq!(reset.event, "reset", "{bytes:?}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&reset.data).unwrap(),
+            json!({"topic": "t", "reason": "unknown_id"})
+        );
+    }
+}
+
 #[tokio::test]
 async fn heartbeat_and_graceful_shutdown_final_event() {
     let server =
         TestServer::with_config(config(|c| c.streams.heartbeat = Duration::from_millis(100))).await;
     let mut sub = server.subscribe(&["h"], None).await;
     assert_eq!(sub.next_item().await, Some(SseItem::Retry(3000)));
+    assert_eq!(sub.next_item().await, Some(SseItem::Comment("ok".into())));
     assert_eq!(
         sub.next_item().await,
         Some(SseItem::Comment("keep-alive".into()))
@@ -774,6 +803,87 @@ impl rill_core::Broker for DownBroker {
         'b: 'c,
     {
         down()
+    }
+}
+
+/// A broker that refuses at a limit, with a detail that must stay in the log.
+struct LimitedBroker;
+
+fn limited<'a, T: 'a>() -> Answer<'a, T> {
+    Box::pin(async {
+        Err(rill_core::BrokerError::Limit(
+            "redis://10.1.2.3:6379 OOM command not allowed".into(),
+        ))
+    })
+}
+
+impl rill_core::Broker for LimitedBroker {
+    fn epoch<'a, 'c>(&'a self) -> Answer<'c, rill_core::Epoch>
+    where
+        'a: 'c,
+    {
+        limited()
+    }
+    fn publish<'a, 'b, 'c>(
+        &'a self,
+        _: &'b Topic,
+        _: rill_core::NewEvent,
+    ) -> Answer<'c, rill_core::Published>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        limited()
+    }
+    fn read<'a, 'b, 'c>(&'a self, _: &'b Topic, _: u64, _: usize) -> Answer<'c, rill_core::LogRead>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        limited()
+    }
+    fn attach<'a, 'b, 'c>(
+        &'a self,
+        _: &'b Topic,
+        _: std::sync::Arc<dyn rill_core::Sink>,
+    ) -> Answer<'c, rill_core::Attachment>
+    where
+        'a: 'c,
+        'b: 'c,
+    {
+        limited()
+    }
+}
+
+#[tokio::test]
+async fn a_broker_limit_is_a_503_without_its_detail() {
+    let server = TestServer::with_state(Config::default(), |config, shutdown| {
+        let hub = rill_hub::Hub::new(std::sync::Arc::new(LimitedBroker), config.streams.hub);
+        rill_server::AppState::with_hub(config, shutdown, std::sync::Arc::new(hub))
+    })
+    .await;
+    let publish = server
+        .client
+        .post(server.url("/api/topics/t/events"))
+        .json(&json!({ "data": 1 }))
+        .send()
+        .await
+        .unwrap();
+    let subscribe = server
+        .client
+        .get(server.url("/api/events?topic=t"))
+        .send()
+        .await
+        .unwrap();
+    for response in [publish, subscribe] {
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "broker_limit");
+        let text = body.to_string();
+        assert!(
+            !text.contains("redis") && !text.contains("OOM"),
+            "internal details stay in the log: {text}"
+        );
     }
 }
 

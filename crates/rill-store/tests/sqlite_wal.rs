@@ -58,7 +58,12 @@ async fn generation(store: Arc<dyn Store>, n: usize) {
             CHUNK,
         ));
         store
-            .checkpoint(&assistant.id, &text, &[Part::text(text.clone())], i as u64 + 1)
+            .checkpoint(
+                &assistant.id,
+                &text,
+                &[Part::text(text.clone())],
+                i as u64 + 1,
+            )
             .await
             .unwrap();
     }

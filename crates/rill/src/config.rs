@@ -38,6 +38,9 @@ pub(crate) struct ServeArgs {
     pub(crate) streams: StreamArgs,
 
     #[command(flatten)]
+    pub(crate) connections: ConnectionArgs,
+
+    #[command(flatten)]
     pub(crate) chat: crate::chat_config::ChatArgs,
 
     #[command(flatten)]
@@ -45,6 +48,49 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(crate) store: StoreArgs,
+}
+
+/// Client-connection flags of `rill serve`: read and idle timeouts, the socket cap.
+#[derive(Debug, Default, Args)]
+pub(crate) struct ConnectionArgs {
+    /// From accept to the first request's complete head, TLS handshake included [default: 10s].
+    #[arg(long, env = "RILL_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub(crate) header_read_timeout: Option<String>,
+
+    /// From a request's head to the end of its body [default: 30s].
+    #[arg(long, env = "RILL_BODY_READ_TIMEOUT", value_name = "DURATION")]
+    pub(crate) body_read_timeout: Option<String>,
+
+    /// Close a connection with no request in flight after this long [default: 60s].
+    #[arg(long, env = "RILL_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub(crate) idle_timeout: Option<String>,
+
+    /// Open client sockets, lowered to stay below the open-files limit [default: 20000].
+    #[arg(long, env = "RILL_MAX_OPEN_CONNECTIONS", value_name = "COUNT")]
+    pub(crate) max_open_connections: Option<String>,
+}
+
+impl ConnectionArgs {
+    /// Resolves flags/env over the file's values (`file`).
+    pub(crate) fn resolve(
+        self,
+        file: ConnectionArgs,
+    ) -> anyhow::Result<rill_server::ConnectionConfig> {
+        let mut c = rill_server::ConnectionConfig::default();
+        if let Some(v) = pick(self.header_read_timeout, file.header_read_timeout) {
+            c.header_read_timeout = parse_key("header_read_timeout", &v, positive_duration)?;
+        }
+        if let Some(v) = pick(self.body_read_timeout, file.body_read_timeout) {
+            c.body_read_timeout = parse_key("body_read_timeout", &v, positive_duration)?;
+        }
+        if let Some(v) = pick(self.idle_timeout, file.idle_timeout) {
+            c.idle_timeout = parse_key("idle_timeout", &v, positive_duration)?;
+        }
+        if let Some(v) = pick(self.max_open_connections, file.max_open_connections) {
+            c.max_open_connections = parse_key("max_open_connections", &v, count)?;
+        }
+        Ok(c)
+    }
 }
 
 /// Stream and topics flags of `rill serve`: heartbeats, limits, retention (docs/configuration.md).
@@ -212,6 +258,10 @@ pub(crate) struct FileConfig {
     pub(crate) max_connections_per_user: Option<String>,
     pub(crate) max_stream_duration: Option<String>,
     pub(crate) write_stall_timeout: Option<String>,
+    pub(crate) header_read_timeout: Option<String>,
+    pub(crate) body_read_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) max_open_connections: Option<String>,
     // Chat keys (resolved in chat_config.rs).
     pub(crate) database: Option<String>,
     pub(crate) broker: Option<String>,
@@ -292,6 +342,12 @@ impl ServeArgs {
         let defaults = rill_server::Config::default();
         let edge = self.edge.resolve(file_edge(&mut file))?;
         let streams = self.streams.resolve(file_streams(&mut file))?;
+        let connections = self.connections.resolve(ConnectionArgs {
+            header_read_timeout: file.header_read_timeout.take(),
+            body_read_timeout: file.body_read_timeout.take(),
+            idle_timeout: file.idle_timeout.take(),
+            max_open_connections: file.max_open_connections.take(),
+        })?;
         let bots = file.bots.take();
         let chat = self.chat.resolve(file_chat(&mut file), bots)?;
         let redis = self.redis.resolve(RedisArgs::from_file(&mut file))?;
@@ -332,6 +388,7 @@ impl ServeArgs {
                 cors_origins: edge.cors_origins,
                 tls: edge.tls,
                 streams,
+                connections,
             },
             log,
             chat,

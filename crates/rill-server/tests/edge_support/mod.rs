@@ -54,24 +54,31 @@ pub async fn start(config: Config) -> Server {
 }
 
 /// Same as [`start`], with extra routes (they get the same edge layers).
-pub async fn start_with(mut config: Config, extra: Router<AppState>) -> Server {
+pub async fn start_with(config: Config, extra: Router<AppState>) -> Server {
+    start_custom(config, extra, |state| state).await
+}
+
+/// Same as [`start_with`], with a state that `customize` finishes (e.g. a shared spent set).
+pub async fn start_custom(
+    mut config: Config,
+    extra: Router<AppState>,
+    customize: impl FnOnce(AppState) -> AppState,
+) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     config.listen = addr;
     config.shutdown_grace = Duration::from_secs(5);
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
-    let state = AppState::new(config.clone(), shutdown.clone());
+    let state = customize(AppState::new(config.clone(), shutdown.clone()));
     let probes = rill_server::edge_layers(probes().merge(extra).with_state(state.clone()), &config);
     let router = rill_server::app(state.clone()).merge(probes);
-    let tls = config.tls.clone();
+    let options = rill_server::ServeOptions::new(&config, state.connections.clone());
     let task = tokio::spawn(rill_server::serve_router(
         listener,
         router,
         shutdown.clone(),
-        config.shutdown_grace,
-        tls,
-        config.streams.write_stall_timeout,
+        options,
     ));
     Server {
         addr,
