@@ -78,9 +78,12 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
                 };
                 anyhow::Error::new(e).context(format!("cannot use the Redis broker ({keys})"))
             })?;
+            // Stream tickets are single use across every instance sharing this Redis.
+            let spent = Arc::new(broker.clone());
             let hub = Arc::new(rill_hub::Hub::new(Arc::new(broker), streams.hub));
             (
-                rill_server::AppState::with_hub(config.clone(), shutdown.clone(), hub),
+                rill_server::AppState::with_hub(config.clone(), shutdown.clone(), hub)
+                    .with_spent_tickets(spent),
                 true,
             )
         }
