@@ -106,6 +106,8 @@ struct StreamScript {
     repeat: usize,
     /// Send the body in pieces of at most this many bytes (cutting through UTF-8 characters).
     split_every: Option<usize>,
+    /// A recorded body, frame by frame, sent instead of the tokens (whatever the format).
+    recorded: Option<Vec<String>>,
 }
 
 impl Reply {
@@ -125,8 +127,25 @@ impl Reply {
                 end: End::Complete,
                 repeat: 1,
                 split_every: None,
+                recorded: None,
             }),
         }
+    }
+
+    /// A recorded upstream body (SSE, as a provider sent it), replayed frame by frame (with
+    /// `token_interval` between frames), whatever the request's format: for the shapes of
+    /// streams the token scripts cannot make (reasoning, tool calls, citations).
+    pub fn recorded(body: &str) -> Reply {
+        let mut frames = Vec::new();
+        let mut rest = body;
+        while let Some(end) = rest.find("\n\n") {
+            frames.push(rest[..end + 2].to_owned());
+            rest = &rest[end + 2..];
+        }
+        if !rest.trim().is_empty() {
+            frames.push(rest.to_owned());
+        }
+        Reply::tokens(Vec::<String>::new()).with(|s| s.recorded = Some(frames))
     }
 
     /// An answer that goes on for a long time (`token` every `interval`, up to 100 000 times):
@@ -581,6 +600,23 @@ async fn run_script(
     include_usage: bool,
     s: &StreamScript,
 ) -> Result<(), Gone> {
+    if let Some(frames) = &s.recorded {
+        for (i, frame) in frames.iter().enumerate() {
+            if i > 0 {
+                w.pause(s.token_interval).await?;
+            }
+            w.raw(frame.clone().into_bytes()).await?;
+        }
+        return match &s.end {
+            End::Hang => {
+                tokio::select! {
+                    () = w.tx.closed() => Err(Gone),
+                    () = w.shutdown.cancelled() => Err(Gone),
+                }
+            }
+            _ => Ok(()),
+        };
+    }
     let sent = s.tokens.len() * s.repeat;
     let (input_tokens, output_tokens) = s.usage.unwrap_or((12, sent as u64));
     let openai_chunk = |delta: Value, finish: Option<&str>| {

@@ -4,3 +4,4 @@
 pub mod broker_contract;
 pub mod fake_upstream;
 pub mod redis_servers;
+pub mod upstream_streams;

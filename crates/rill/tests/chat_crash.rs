@@ -157,3 +157,77 @@ async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat(
     server.start_kill().expect("kill");
     let _ = server.wait().await;
 }
+
+/// Killed while the model is still reasoning: the stored message keeps the reasoning part it
+/// had (at least what was checkpointed), with status `interrupted` and no text.
+#[tokio::test]
+async fn sigkill_mid_reasoning_keeps_the_reasoning_part() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("crash.db");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    let mut server = start(&db, port).await;
+    let chat: Value = client
+        .post(format!("{base}/api/chats"))
+        .json(&json!({ "bot": "demo" }))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let chat = chat["id"].as_str().expect("id").to_owned();
+    let sent: Value = client
+        .post(format!("{base}/api/chats/{chat}/messages"))
+        .json(&json!({ "content": "think first" }))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let answer = sent["assistant_message"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // The demo reasons for about 80 tokens (0.8 s at this pace) before any text.
+    let mut reasoning = String::new();
+    for _ in 0..200 {
+        let stored = messages(&client, &base, &chat).await;
+        let m = stored
+            .iter()
+            .find(|m| m["id"] == answer.as_str())
+            .expect("answer stored");
+        assert_eq!(m["content"], "", "still reasoning when killed");
+        if let Some(text) = m["parts"][0]["text"].as_str() {
+            assert_eq!(m["parts"][0]["type"], "reasoning");
+            reasoning = text.to_owned();
+            if reasoning.chars().count() > 10 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!reasoning.is_empty(), "reasoning was checkpointed");
+    server.start_kill().expect("SIGKILL");
+    server.wait().await.expect("reaped");
+
+    let mut server = start(&db, port).await;
+    let stored = messages(&client, &base, &chat).await;
+    let interrupted = &stored[1];
+    assert_eq!(interrupted["status"], "interrupted");
+    assert_eq!(interrupted["content"], "");
+    let parts = interrupted["parts"].as_array().expect("parts");
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    assert_eq!(parts[0]["type"], "reasoning");
+    let kept = parts[0]["text"].as_str().expect("text");
+    assert!(
+        kept.starts_with(&reasoning),
+        "the checkpointed reasoning is kept: {kept:?} vs {reasoning:?}"
+    );
+    server.start_kill().expect("kill");
+    let _ = server.wait().await;
+}
