@@ -164,6 +164,54 @@ test("reload mid-stream: the answer resumes and ends with exactly the stored tex
   }
 });
 
+test("rich answers: reasoning, a tool card and a source; a reload mid-reasoning shows each exactly once", async () => {
+  const rill = await startRill({ args: SLOW });
+  const context = await launchBrowser();
+  try {
+    const page = await context.newPage();
+    const errors = pageErrors(page);
+    const chatId = await newChatAndSend(page, rill.base, "What is the weather in Seoul?");
+    // The demo reasons first: the Thinking section is open while it streams.
+    await page.waitForFunction(
+      () => {
+        const d = document.querySelector('#log article[data-status="streaming"] details.thinking');
+        return d && d.open && d.querySelector(".reasoning-text").textContent.length > 15;
+      },
+      null,
+      { timeout: 20_000 },
+    );
+    await page.reload();
+    await page.waitForSelector('#log article[data-role="assistant"][data-status="streaming"]', { timeout: 10_000 });
+    await waitAssistantDone(page);
+    const stored = await storedMessages(rill.base, chatId);
+    const answer = stored[1];
+    assert.deepEqual(
+      answer.parts.map((p) => p.type),
+      ["reasoning", "tool_call", "source", "text"],
+    );
+    const art = page.locator(`#log article[data-id="${answer.id}"]`);
+    // Each part exactly once, equal to what is stored.
+    const parts = await art.evaluate((a) => a.rillParts.map(({ startedAt, endedAt, done, ...p }) => p));
+    assert.deepEqual(parts, answer.parts);
+    assert.equal(await art.locator("details.thinking").count(), 1);
+    assert.equal(await art.locator("details.thinking .reasoning-text").textContent(), answer.parts[0].text);
+    assert.equal(await art.locator("details.thinking").evaluate((d) => d.open), false, "closed once done");
+    assert.match(await art.locator("details.thinking summary").textContent(), /^(Thought for \d+ s|Thoughts)$/);
+    assert.equal(await art.locator(".tool-card").count(), 1);
+    assert.equal(await art.locator(".tool-card .tool-head code").textContent(), "get_weather");
+    assert.deepEqual(JSON.parse(await art.locator(".tool-card .tool-args").textContent()), answer.parts[1].input);
+    assert.deepEqual(JSON.parse(await art.locator(".tool-card .tool-result").textContent()), answer.parts[1].output);
+    assert.equal(await art.locator(".sources a.source").count(), 1);
+    assert.equal(await art.locator(".sources a.source").getAttribute("href"), "https://example.com/weather/seoul");
+    assert.equal((await lastAssistant(page)).text, answer.content);
+    assert.equal((await shown(page)).length, 2, "no message doubled");
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await rill.stop();
+  }
+});
+
 test("two tabs show the same streamed answer; eight tabs share one event stream", async () => {
   const rill = await startRill({ args: ["--demo-first-token-delay", "200ms", "--demo-tokens-per-second", "150"] });
   const context = await launchBrowser();

@@ -9,12 +9,13 @@
 // stream. After every (re)connection the newest page is merged again, which catches anything
 // that ended while we were away.
 
-import { RillClient, RillError } from "./rill.js";
+import { RillClient, RillError, applyToMessage } from "./rill.js";
 import { renderMarkdown } from "./markdown.js";
 import { followChat, streamMode } from "./streams.js";
 
 const rill = new RillClient();
 const FINAL = new Set(["complete", "stopped", "error", "interrupted"]);
+const PART_EVENTS = new Set(["message.part", "message.delta", "message.reasoning.delta", "message.tool_input.delta", "message.part.done", "message.tool_result"]);
 const PAGE = 20;
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -333,8 +334,10 @@ function mergePage(view, messages) {
     } else if (FINAL.has(m.status) && !FINAL.has(have.status)) {
       if (have.created_at_ms !== m.created_at_ms) view.reorder = true;
       Object.assign(have, m);
-    } else if (!FINAL.has(have.status) && !have.synced && m.content.length > have.content.length) {
-      have.content = m.content; // a newer checkpoint of a message the stream has not synced yet
+    } else if (!FINAL.has(have.status) && !have.synced && progress(m) > progress(have)) {
+      // A newer checkpoint of a message the stream has not synced yet.
+      have.content = m.content;
+      have.parts = m.parts;
     } else if (have.created_at_ms === Number.MAX_SAFE_INTEGER) {
       have.created_at_ms = m.created_at_ms; // a placeholder learns its place
       view.reorder = true;
@@ -346,6 +349,13 @@ function mergePage(view, messages) {
     view.reorder = true;
   }
   if (view.dirty.size || fresh.length) schedule(view);
+}
+
+/** How far a message has come: its characters in every part (for picking the newer copy). */
+function progress(m) {
+  let n = m.content.length;
+  for (const p of m.parts || []) n += (p.text || "").length + (p.input_text || "").length + (p.url ? 1 : 0);
+  return n;
 }
 
 /**
@@ -386,19 +396,29 @@ function apply(view, type, data) {
     upsertLive(view, data, false);
   } else if (type === "snapshot") {
     upsertLive(view, data, true); // the whole text so far: replace, never append
-  } else if (type === "message.delta") {
+  } else if (PART_EVENTS.has(type)) {
     let m = view.messages.get(data.message_id);
     if (!m) {
       // Not seen yet: it is the newest message; `message.created` or a page fills in the rest.
-      m = { id: data.message_id, chat_id: view.chatId, role: "assistant", content: "", status: "streaming", created_at_ms: Number.MAX_SAFE_INTEGER, synced: true };
+      m = { id: data.message_id, chat_id: view.chatId, role: "assistant", content: "", parts: [], status: "streaming", created_at_ms: Number.MAX_SAFE_INTEGER, synced: true };
       view.messages.set(m.id, m);
       view.order.push(m.id);
       view.reorder = true;
     }
     if (FINAL.has(m.status)) return;
-    m.content += data.text;
+    const before = (m.parts || []).length;
+    if (!applyToMessage(m, type, data)) return reloadTail(view);
+    // When each part began and ended, for "Thought for 3 s".
+    if (m.parts.length > before) m.parts[m.parts.length - 1].startedAt = Date.now();
+    if (type === "message.part.done" && m.parts[data.part]) m.parts[data.part].endedAt = Date.now();
     view.dirty.add(m.id);
     schedule(view);
+  } else if (type === "chat.deleted") {
+    if (app.view === view) {
+      app.chats = app.chats.filter((c) => c.id !== view.chatId);
+      renderChats();
+      openChat(app.chats[0]?.id || "");
+    }
   } else if (type === "message.completed") {
     const m = view.messages.get(data.message_id);
     if (!m) return reloadTail(view);
@@ -490,6 +510,7 @@ function renderMessage(view, id) {
   if (!m || !node) return;
   node.dataset.role = m.role;
   node.rillText = m.content; // the raw text, for tests and tools (a property: never parsed as HTML)
+  node.rillParts = m.parts || []; // every part, likewise
   node.dataset.status = m.status;
   node.setAttribute("aria-busy", m.status === "streaming" ? "true" : "false");
   node.setAttribute("aria-label", m.role === "user" ? "You" : botName(m.bot_id || app.botId));
@@ -499,12 +520,14 @@ function renderMessage(view, id) {
   const body = document.createElement("div");
   body.className = "body";
   if (m.role === "assistant") {
-    body.append(renderMarkdown(m.content));
+    renderParts(body, m);
     if (m.status === "streaming") {
       const caret = document.createElement("span");
       caret.className = "caret";
       caret.setAttribute("aria-hidden", "true");
-      (body.lastElementChild && body.lastElementChild.nodeName === "P" ? body.lastElementChild : body).append(caret);
+      const last = body.lastElementChild;
+      const into = last?.classList.contains("text") ? last.lastElementChild || last : body;
+      (into.nodeName === "P" ? into : body).append(caret);
     }
   } else {
     body.classList.add("plain");
@@ -538,6 +561,86 @@ function renderMessage(view, id) {
   node.replaceChildren(...parts);
   if (node.querySelector(".retry")) view.retryId = id;
   else if (view.retryId === id) view.retryId = null;
+}
+
+/**
+ * An answer's parts, in order: reasoning as a collapsible "Thinking" section (open while it
+ * streams, with the time it took), tool calls as compact cards (name, arguments, result),
+ * sources as links, text as Markdown. Everything is built as DOM nodes, never from HTML.
+ */
+function renderParts(body, m) {
+  const parts = m.parts && m.parts.length ? m.parts : m.content ? [{ type: "text", text: m.content }] : [];
+  const streaming = m.status === "streaming";
+  let sources = null;
+  parts.forEach((part, i) => {
+    const open = streaming && i === parts.length - 1 && !part.done;
+    if (part.type !== "source") sources = null;
+    if (part.type === "text") {
+      const div = document.createElement("div");
+      div.className = "text";
+      div.append(renderMarkdown(part.text));
+      body.append(div);
+    } else if (part.type === "reasoning") {
+      const details = document.createElement("details");
+      details.className = "thinking";
+      details.dataset.part = String(i);
+      // Open while it streams, closed once done, unless the reader opened or closed it.
+      details.open = part.pinned ?? open;
+      const summary = document.createElement("summary");
+      summary.addEventListener("click", () => {
+        part.pinned = !details.open; // the state the click toggles to
+      });
+      const secs = part.startedAt && (part.endedAt || Date.now()) - part.startedAt;
+      summary.textContent = part.redacted
+        ? "Thinking (hidden by the provider)"
+        : open
+          ? `Thinking${secs ? ` · ${Math.round(secs / 1000)} s` : "…"}`
+          : secs
+            ? `Thought for ${Math.max(1, Math.round(secs / 1000))} s`
+            : "Thoughts";
+      const text = document.createElement("div");
+      text.className = "reasoning-text";
+      text.textContent = part.text || "";
+      details.append(summary, text);
+      body.append(details);
+    } else if (part.type === "tool_call") {
+      const card = document.createElement("div");
+      card.className = "tool-card";
+      card.dataset.state = part.error ? "error" : part.output !== undefined ? "done" : "running";
+      const head = document.createElement("div");
+      head.className = "tool-head";
+      const name = document.createElement("code");
+      name.textContent = part.name;
+      head.append("Tool ", name);
+      const args = document.createElement("pre");
+      args.className = "tool-args";
+      args.textContent = part.input !== undefined ? JSON.stringify(part.input) : part.input_text || "";
+      card.append(head, args);
+      if (part.output !== undefined || part.error) {
+        const result = document.createElement("pre");
+        result.className = "tool-result";
+        result.textContent = part.error ? `error: ${part.error}` : typeof part.output === "string" ? part.output : JSON.stringify(part.output);
+        card.append(result);
+      }
+      body.append(card);
+    } else if (part.type === "source") {
+      if (!sources) {
+        sources = document.createElement("div");
+        sources.className = "sources";
+        body.append(sources);
+      }
+      const safe = /^https?:\/\//i.test(part.url || "");
+      const link = document.createElement(safe ? "a" : "span");
+      if (safe) {
+        link.href = part.url;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+      }
+      link.className = "source";
+      link.textContent = part.title || part.url;
+      sources.append(link);
+    }
+  });
 }
 
 // ---- composing ---------------------------------------------------------------------------------

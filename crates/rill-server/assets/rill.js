@@ -93,8 +93,71 @@ export class RillClient {
   }
 }
 
-/** The event names of a chat stream. */
-export const CHAT_EVENTS = ["message.created", "message.delta", "message.completed", "snapshot", "error", "reset"];
+/** The event names of a chat stream (docs/api.md has each one's data). */
+export const CHAT_EVENTS = [
+  "message.created",
+  "message.part",
+  "message.delta",
+  "message.reasoning.delta",
+  "message.tool_input.delta",
+  "message.part.done",
+  "message.tool_result",
+  "message.completed",
+  "snapshot",
+  "error",
+  "reset",
+  "chat.deleted",
+];
+
+/**
+ * Applies one chat event to a message `m` (`{content, parts, status, ...}`), as the server's
+ * engine does: a part starts, grows by deltas, ends; text deltas also grow `content`.
+ * Returns false when the event does not fit (a part that does not exist): reload the message.
+ */
+export function applyToMessage(m, type, data) {
+  m.parts ||= m.content ? [{ type: "text", text: m.content }] : [];
+  const part = m.parts[data.part];
+  switch (type) {
+    case "message.part": {
+      if (data.part < m.parts.length) return true; // seen already
+      if (data.part > m.parts.length) return false;
+      const { message_id, part: _index, ...value } = data;
+      m.parts.push(value);
+      if (value.type === "text") m.content += value.text || "";
+      return true;
+    }
+    case "message.delta":
+      if (!part && m.parts.length === 0 && !data.part) {
+        m.parts.push({ type: "text", text: "" }); // a server from before parts
+        return applyToMessage(m, type, data);
+      }
+      if (!part || part.type !== "text") return false;
+      part.text += data.text;
+      m.content += data.text;
+      return true;
+    case "message.reasoning.delta":
+      if (!part || part.type !== "reasoning") return false;
+      part.text += data.text;
+      return true;
+    case "message.tool_input.delta":
+      if (!part || part.type !== "tool_call") return false;
+      part.input_text += data.text;
+      return true;
+    case "message.part.done":
+      if (!part) return false;
+      part.done = true;
+      if (data.signature) part.signature = data.signature;
+      if ("input" in data) part.input = data.input;
+      return true;
+    case "message.tool_result":
+      if (!part || part.type !== "tool_call") return false;
+      if ("output" in data) part.output = data.output;
+      if ("error" in data) part.error = data.error;
+      return true;
+    default:
+      return true;
+  }
+}
 
 /**
  * Follows one chat's event stream, resuming after every drop from the last event id it saw.

@@ -2,14 +2,14 @@
 //
 // Browsers allow six HTTP/1.1 connections per origin: a stream per tab would hang the seventh
 // tab. Tabs connect here, subscribe to a chat, and get its events forwarded. A tab that joins a
-// stream already running gets a `snapshot` of the generation in progress (the worker keeps its
-// text), so it never appends deltas to a stale copy.
+// stream already running gets a `snapshot` of the generation in progress (the worker keeps it,
+// every part), so it never appends deltas to a stale copy.
 //
 // Closed tabs are noticed through Web Locks: each tab holds a lock named after itself for its
 // whole life; the worker asks for the same lock and is granted it when the tab is gone
 // (MessagePorts have no close event).
 
-import { ChatStream, RillClient } from "./rill.js";
+import { ChatStream, RillClient, applyToMessage } from "./rill.js";
 
 const client = new RillClient();
 /** chatId → { stream, ports: Set, state, current: message being generated or null, linger } */
@@ -87,8 +87,9 @@ function onEvent(chat, chatId, type, data, id) {
     chat.current = { ...data };
   } else if (type === "snapshot") {
     chat.current = data.status === "streaming" ? { ...data } : null;
-  } else if (type === "message.delta" && cur && cur.id === data.message_id) {
-    cur.content += data.text;
+  } else if (type.startsWith("message.") && type !== "message.created" && type !== "message.completed" && cur && cur.id === data.message_id) {
+    // Every part event keeps the held copy whole (reasoning, tool calls, text alike).
+    if (!applyToMessage(cur, type, data)) chat.current = null;
   } else if (type === "message.completed" && cur && cur.id === data.message_id) {
     chat.current = null;
   } else if (type === "reset") {
