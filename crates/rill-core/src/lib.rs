@@ -20,8 +20,9 @@ pub use broker::{
 pub use cursor::{Epoch, StreamCursor};
 pub use once::SpentSet;
 pub use provider::{
-    BotConfig, CompletionRequest, CompletionStream, PromptMessage, Provider, ProviderError,
-    ProviderErrorKind, ProviderEvent, ProviderKind, RequestContext, ToolChoice, ToolSpec,
+    BotConfig, CompletionRequest, CompletionStream, Continuation, PromptMessage, Provider,
+    ProviderError, ProviderErrorKind, ProviderEvent, ProviderKind, RequestContext, ToolChoice,
+    ToolSpec,
 };
 pub use store::{Store, StoreError};
 pub use stream::{Coalesce, Encoder, Flow, PreludeEvent, Start, StreamRequest, WhenFull, Wire};

@@ -78,6 +78,10 @@ pub struct CompletionRequest {
     pub tools: Vec<ToolSpec>,
     pub tool_choice: Option<ToolChoice>,
     pub context: RequestContext,
+    /// The answer so far, to be continued rather than started anew (another instance's
+    /// generation taken over after it died). Only sent to providers whose
+    /// [`Provider::can_continue`] accepted these parts.
+    pub prefill: Vec<Part>,
 }
 
 /// What a completion stream yields: the canonical events every provider's decoder produces,
@@ -186,6 +190,30 @@ pub trait Provider: Send + Sync + 'static {
     /// after it answered, a timeout (first token, idle), a broken or malformed stream or an
     /// upstream error object is the stream's last item (an `Err`, after the deltas sent).
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError>;
+
+    /// Whether this provider can continue an answer whose parts so far are `parts` (sent as
+    /// [`CompletionRequest::prefill`]), so that what it streams next is the rest of the same
+    /// answer with nothing repeated. The default: it cannot.
+    fn can_continue(&self, parts: &[Part]) -> bool {
+        let _ = parts;
+        false
+    }
+}
+
+/// How an OpenAI-compatible server continues an unfinished answer (see `docs/providers.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Continuation {
+    /// It cannot (OpenAI's own API): an answer whose instance died ends `interrupted`.
+    None,
+    /// vLLM: the answer so far as the last `assistant` message, with
+    /// `continue_final_message: true` and `add_generation_prompt: false`.
+    ContinueFinalMessage,
+    /// DeepSeek's prefix completion: the last `assistant` message with `prefix: true`.
+    Prefix,
+    /// The answer so far as the last `assistant` message, nothing else (llama.cpp's server,
+    /// LM Studio, OpenRouter's assistant prefill).
+    AssistantPrefill,
 }
 
 /// Which provider implementation a bot uses.
@@ -223,4 +251,8 @@ pub struct BotConfig {
     pub temperature: Option<f32>,
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// How an OpenAI-compatible server continues an answer another instance could not finish;
+    /// `none` by default (Anthropic always uses assistant prefill, the demo continues itself).
+    #[serde(default)]
+    pub continuation: Option<Continuation>,
 }

@@ -105,18 +105,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Saves the parts of a `Streaming` message so far (and their text as `content`), and the
     /// broker offset of the last event they include. Ignored when the message is no longer
-    /// `Streaming`.
+    /// `Streaming`, or when `owner` no longer holds its lease (another instance took the
+    /// generation over).
     async fn checkpoint(
         &self,
         message_id: &str,
+        owner: &str,
         content: &str,
         parts: &[Part],
         offset: u64,
     ) -> Result<(), StoreError>;
 
-    /// Writes the final state of a `Streaming` message. Returns `false` (and changes nothing)
-    /// when it was no longer `Streaming`, so a generation and a lease reaper never both finish it.
-    async fn finish(&self, message_id: &str, outcome: &Outcome) -> Result<bool, StoreError>;
+    /// Writes the final state of a `Streaming` message: by the holder of its lease when `owner`
+    /// is given. Returns `false` (and changes nothing) when it was no longer `Streaming` (or
+    /// `owner` lost the lease), so two instances never both finish it.
+    async fn finish(
+        &self,
+        message_id: &str,
+        owner: Option<&str>,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError>;
 
     /// Replaces the parts (and `content`) of a message that is no longer `Streaming`: the
     /// results of its tool calls, supplied by the client after the answer. `false` when the
@@ -133,14 +141,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that `owner` (an instance id) runs the generation of `message_id` until
     /// `until_ms` (Unix ms); called again to renew. Returns `false` (and changes nothing) when
-    /// the message is no longer `Streaming`: another instance declared it over (its lease had
-    /// expired), and the generation must stop.
+    /// the message is no longer `Streaming` (another instance declared it over) or another
+    /// owner holds its lease (another instance took it over after ours expired): the
+    /// generation must stop.
     async fn renew_lease(
         &self,
         message_id: &str,
         owner: &str,
         until_ms: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Takes the lease of a `Streaming` message whose lease ended before `now_ms` (or that never
+    /// had one): `owner` holds it until `until_ms`. Atomic: of several instances trying, one
+    /// gets `true`.
+    async fn take_over(
+        &self,
+        message_id: &str,
+        owner: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends `owner`'s lease of a `Streaming` message at once, so another instance takes the
+    /// generation over at its next look (a draining instance handing over what it could not
+    /// finish).
+    async fn release_lease(&self, message_id: &str, owner: &str) -> Result<(), StoreError>;
 
     /// `Streaming` messages whose lease ended before `now_ms`, or that have no lease and belong
     /// to `owner` (the messages a crashed previous run of this instance left behind), or that

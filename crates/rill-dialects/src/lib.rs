@@ -15,8 +15,10 @@
 //! |---|---|---|
 //! | [`openai_chat`] | request body, chunk decoder | |
 //! | [`anthropic`] | request body, event decoder | |
+//! | [`continuation`] | the answer so far as a prefill, per API | |
 
 pub mod anthropic;
+pub mod continuation;
 pub mod openai_chat;
 
 use std::collections::VecDeque;

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use rill_core::chat::{Role, Usage};
+use rill_core::chat::{Part, Role, Usage};
 use rill_core::{CompletionRequest, CompletionStream, Provider, ProviderError, ProviderEvent};
 use serde_json::json;
 use tokio::time::Instant;
@@ -46,7 +46,16 @@ impl DemoProvider {
 #[async_trait::async_trait]
 impl Provider for DemoProvider {
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        let events = script(&request);
+        let mut events = script(&request);
+        if !request.prefill.is_empty() {
+            // An answer taken over from a dead instance: the same script, from where it was.
+            events = remaining(events, &request.prefill).ok_or_else(|| {
+                ProviderError::new(
+                    rill_core::ProviderErrorKind::Protocol,
+                    "the answer so far is not the demo's answer to this prompt",
+                )
+            })?;
+        }
         let state = Tokens {
             events: events.into_iter(),
             emitted: 0,
@@ -66,6 +75,103 @@ impl Provider for DemoProvider {
             },
         )))
     }
+
+    /// The demo continues any answer of its own, unless it stopped in the middle of a tool
+    /// call's arguments (no API continues those, and the demo does as they do).
+    fn can_continue(&self, parts: &[Part]) -> bool {
+        !matches!(
+            parts.last(),
+            Some(Part::ToolCall { input: None, .. }) | None
+        )
+    }
+}
+
+/// What is left of `events` (a whole answer) once `parts` (the answer so far, as a message's
+/// parts) are written: the rest of the last part, then every later part. `None` when `parts`
+/// are not a beginning of this answer.
+///
+/// A part is what the chat engine makes of a run of events: consecutive reasoning, a tool call
+/// (start, arguments, end, result), a source, consecutive text.
+pub(crate) fn remaining(events: Vec<ProviderEvent>, parts: &[Part]) -> Option<Vec<ProviderEvent>> {
+    // Group the events into parts, as the engine would.
+    let mut groups: Vec<Vec<ProviderEvent>> = Vec::new();
+    for event in events {
+        let joins = matches!(
+            (groups.last().and_then(|g| g.first()), &event),
+            (
+                Some(ProviderEvent::Reasoning(_)),
+                ProviderEvent::Reasoning(_)
+            ) | (Some(ProviderEvent::Text(_)), ProviderEvent::Text(_))
+                | (
+                    Some(ProviderEvent::ToolCallStart { .. }),
+                    ProviderEvent::ToolCallInput { .. }
+                        | ProviderEvent::ToolCallEnd { .. }
+                        | ProviderEvent::ToolResult { .. },
+                )
+        );
+        match groups.last_mut() {
+            Some(group) if joins => group.push(event),
+            _ => groups.push(vec![event]),
+        }
+    }
+    let (last, done) = parts.split_last()?;
+    if done.len() >= groups.len() {
+        return None;
+    }
+    let mut rest = Vec::new();
+    let group = &groups[done.len()];
+    match (last, group.first()) {
+        (Part::Text { text: have }, Some(ProviderEvent::Text(_)))
+        | (Part::Reasoning { text: have, .. }, Some(ProviderEvent::Reasoning(_))) => {
+            // Skip the tokens already written; a token cut by the end of what was written
+            // goes on with its rest.
+            let mut written = 0usize;
+            for event in group {
+                let (ProviderEvent::Text(token) | ProviderEvent::Reasoning(token)) = event else {
+                    return None;
+                };
+                let end = written + token.len();
+                if end <= have.len() {
+                    written = end;
+                    continue;
+                }
+                let from = have.len().saturating_sub(written);
+                let piece = token.get(from..)?.to_owned();
+                written = end;
+                rest.push(match event {
+                    ProviderEvent::Text(_) => ProviderEvent::Text(piece),
+                    _ => ProviderEvent::Reasoning(piece),
+                });
+            }
+            if written < have.len() {
+                return None;
+            }
+        }
+        // A whole tool call: only its result may be missing.
+        (
+            Part::ToolCall {
+                input: Some(_),
+                output,
+                ..
+            },
+            Some(ProviderEvent::ToolCallStart { .. }),
+        ) => {
+            if output.is_none() {
+                rest.extend(
+                    group
+                        .iter()
+                        .filter(|e| matches!(e, ProviderEvent::ToolResult { .. }))
+                        .cloned(),
+                );
+            }
+        }
+        (Part::Source { .. }, Some(ProviderEvent::Source { .. })) => {}
+        _ => return None,
+    }
+    for group in &groups[done.len() + 1..] {
+        rest.extend(group.iter().cloned());
+    }
+    Some(rest)
 }
 
 /// Emits the script's events one token at a time.
@@ -419,6 +525,93 @@ mod tests {
             script(&request("weather")),
             "deterministic"
         );
+    }
+
+    #[test]
+    fn a_continuation_is_the_rest_of_the_same_answer() {
+        let request = request("What is the weather in Jeju?");
+        let all = script(&request);
+        // What the engine would have made of every prefix: cut after n events, the rest must
+        // give back exactly the whole answer.
+        for cut in [0, 1, 5, 60, 80, 85, 90, 95, 100, 200, all.len() - 1] {
+            let (before, _) = all.split_at(cut.min(all.len()));
+            let parts = parts_of(before);
+            if parts.is_empty() {
+                continue;
+            }
+            let Some(rest) = remaining(all.clone(), &parts) else {
+                assert!(
+                    matches!(parts.last(), Some(Part::ToolCall { input: None, .. })),
+                    "cut {cut}: only a half-written tool call cannot continue"
+                );
+                continue;
+            };
+            let mut joined = before.to_vec();
+            joined.extend(rest);
+            assert_eq!(parts_of(&joined), parts_of(&all), "cut {cut}");
+        }
+        // A token cut in the middle goes on with its rest.
+        let parts = vec![Part::Reasoning {
+            text: "The us".into(),
+            signature: None,
+            redacted: None,
+        }];
+        let rest = remaining(all.clone(), &parts).unwrap();
+        let mut text = String::from("The us");
+        for e in &rest {
+            if let ProviderEvent::Reasoning(t) = e {
+                text.push_str(t);
+            }
+        }
+        assert!(text.starts_with("The user wrote"), "{text}");
+        assert!(remaining(all, &[Part::text("Something else")]).is_none());
+    }
+
+    /// A tiny model of the engine's parts, for the continuation test.
+    fn parts_of(events: &[ProviderEvent]) -> Vec<Part> {
+        let mut parts: Vec<Part> = Vec::new();
+        for e in events {
+            match (e, parts.last_mut()) {
+                (ProviderEvent::Reasoning(t), Some(Part::Reasoning { text, .. })) => {
+                    text.push_str(t)
+                }
+                (ProviderEvent::Reasoning(t), _) => parts.push(Part::Reasoning {
+                    text: t.clone(),
+                    signature: None,
+                    redacted: None,
+                }),
+                (ProviderEvent::Text(t), Some(Part::Text { text })) => text.push_str(t),
+                (ProviderEvent::Text(t), _) => parts.push(Part::text(t.clone())),
+                (ProviderEvent::ToolCallStart { id, name, .. }, _) => parts.push(Part::ToolCall {
+                    id: id.clone(),
+                    name: name.clone(),
+                    input_text: String::new(),
+                    input: None,
+                    output: None,
+                    error: None,
+                }),
+                (
+                    ProviderEvent::ToolCallInput { text, .. },
+                    Some(Part::ToolCall { input_text, .. }),
+                ) => input_text.push_str(text),
+                (
+                    ProviderEvent::ToolCallEnd { .. },
+                    Some(Part::ToolCall {
+                        input_text, input, ..
+                    }),
+                ) => *input = serde_json::from_str(input_text).ok(),
+                (
+                    ProviderEvent::ToolResult { output: o, .. },
+                    Some(Part::ToolCall { output, .. }),
+                ) => output.clone_from(o),
+                (ProviderEvent::Source { url, title }, _) => parts.push(Part::Source {
+                    url: url.clone(),
+                    title: title.clone(),
+                }),
+                _ => {}
+            }
+        }
+        parts
     }
 
     #[test]

@@ -105,7 +105,12 @@ pub fn build_provider(
                 key,
                 settings,
             )?;
-            Ok(Arc::new(OpenAiProvider::new(upstream, defaults)))
+            let continuation = bot.continuation.unwrap_or(rill_core::Continuation::None);
+            Ok(Arc::new(OpenAiProvider::new(
+                upstream,
+                defaults,
+                continuation,
+            )))
         }
         ProviderKind::Anthropic => {
             let key = api_key(bot, env)?;
@@ -199,6 +204,7 @@ pub fn default_bots(env: &dyn Fn(&str) -> Option<String>) -> Vec<BotConfig> {
         system_prompt: None,
         temperature: None,
         max_tokens: None,
+        continuation: None,
     }];
     if set("OPENAI_API_KEY") {
         bots.push(BotConfig {
@@ -212,6 +218,7 @@ pub fn default_bots(env: &dyn Fn(&str) -> Option<String>) -> Vec<BotConfig> {
             system_prompt: Some("You are a helpful assistant.".into()),
             temperature: None,
             max_tokens: None,
+            continuation: None,
         });
     }
     if set("ANTHROPIC_API_KEY") {
@@ -226,7 +233,37 @@ pub fn default_bots(env: &dyn Fn(&str) -> Option<String>) -> Vec<BotConfig> {
             system_prompt: Some("You are a helpful assistant.".into()),
             temperature: None,
             max_tokens: Some(DEFAULT_ANTHROPIC_MAX_TOKENS),
+            continuation: None,
         });
     }
     bots
+}
+
+/// A request body that would not serialize (it always does: plain data).
+pub(crate) fn encode_failed() -> ProviderError {
+    ProviderError::new(
+        ProviderErrorKind::Config,
+        "the request could not be encoded",
+    )
+}
+
+/// `stream` with `cut` removed from the start of its first text, when it starts with it (see
+/// `rill_dialects::continuation::strip_repeated`).
+pub(crate) fn strip_first_text(
+    stream: rill_core::CompletionStream,
+    cut: String,
+) -> rill_core::CompletionStream {
+    use futures::StreamExt;
+    let mut cut = Some(cut);
+    Box::pin(stream.filter_map(move |item| {
+        let item = match (item, cut.as_deref()) {
+            (Ok(rill_core::ProviderEvent::Text(text)), Some(c)) => {
+                let text = rill_dialects::continuation::strip_repeated(&text, c);
+                cut = None;
+                (!text.is_empty()).then_some(Ok(rill_core::ProviderEvent::Text(text)))
+            }
+            (item, _) => Some(item),
+        };
+        futures::future::ready(item)
+    }))
 }

@@ -49,6 +49,7 @@ fn bot(kind: ProviderKind, base_url: String) -> BotConfig {
         system_prompt: Some("You are terse.".into()),
         temperature: Some(0.2),
         max_tokens: None,
+        continuation: None,
     }
 }
 

@@ -77,6 +77,7 @@ impl From<ChatError> for ApiError {
             }
             // The broker's own words (Redis error text) are for the log only.
             ChatError::Broker(error) => ApiError::broker(error),
+            ChatError::Draining => ApiError::draining(),
             ChatError::Store(e) => ApiError::internal(e),
         }
     }

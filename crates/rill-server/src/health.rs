@@ -22,6 +22,13 @@ async fn healthz() -> Json<Value> {
 /// Ready when the broker can serve (the in-process one always can; Redis when reachable) and,
 /// with a chat engine, when its database answers.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.draining.is_cancelled() {
+        // At once, so the load balancer stops sending new work here.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        );
+    }
     let broker = state.hub.broker().ready().await;
     let database = match &state.chat {
         Some(chat) => chat.store().ping().await.is_ok(),

@@ -79,8 +79,12 @@ impl Default for Config {
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    /// Fires on graceful shutdown: every long-lived stream ends when it does.
+    /// Fires on graceful shutdown: the server stops accepting connections and closes them.
     pub shutdown: CancellationToken,
+    /// Fires when the instance starts draining (and with `shutdown`): every open stream ends,
+    /// telling its client to reconnect (to another instance), and new streams and answers are
+    /// refused with `503 draining`; `/readyz` answers 503.
+    pub draining: CancellationToken,
     /// The broker and the stream sessions.
     pub hub: Arc<rill_hub::Hub>,
     /// Open-stream counters (total and per user).
@@ -163,6 +167,7 @@ impl AppState {
         let streams = StreamLimiter::new(&config.streams);
         AppState {
             config,
+            draining: shutdown.child_token(),
             shutdown,
             hub,
             streams,
@@ -170,6 +175,19 @@ impl AppState {
             spent_tickets: Arc::new(MemorySpentSet::new()),
             connections: Arc::new(ConnectionStats::default()),
         }
+    }
+}
+
+impl AppState {
+    /// Starts draining (a rolling deploy): open streams end, telling their clients to
+    /// reconnect; new streams and answers get `503 draining`; `/readyz` answers 503. Requests
+    /// for history and the like are still served until the server stops.
+    pub fn start_draining(&self) {
+        self.streams.start_draining();
+        if let Some(chat) = &self.chat {
+            chat.start_draining();
+        }
+        self.draining.cancel();
     }
 }
 

@@ -67,6 +67,8 @@ pub struct StreamLimiter {
     max_per_user: usize,
     // A std mutex: taken once per stream open and close, never across an await.
     open: Mutex<Open>,
+    /// Set when the instance drains: new streams are refused (clients reconnect elsewhere).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -88,13 +90,23 @@ impl StreamLimiter {
             max_total: config.max_connections,
             max_per_user: config.max_connections_per_user,
             open: Mutex::new(Open::default()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Takes a place for a stream of `user`: 503 `too_many_streams` when the instance is full
     /// (another instance may have room), 429 `too_many_user_streams` when the user is at their
     /// limit.
+    /// Refuses every new stream from now on (`503 draining`): the instance is going away.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn acquire(self: &Arc<Self>, user: &Arc<str>) -> Result<StreamSlot, ApiError> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ApiError::draining());
+        }
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.total >= self.max_total {
             return Err(ApiError::new(

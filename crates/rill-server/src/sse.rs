@@ -75,7 +75,7 @@ pub(crate) fn respond(
     let heartbeat = config.heartbeat.max(Duration::from_millis(1));
     let transport = Transport {
         chunks: Box::pin(chunks),
-        shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+        shutdown: Box::pin(state.draining.clone().cancelled_owned()),
         heartbeat,
         beat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
         deadline: deadline.map(|(at, why)| (Box::pin(tokio::time::sleep_until(at)), why)),

@@ -51,6 +51,7 @@ impl ChatServer {
             system_prompt: None,
             temperature: None,
             max_tokens: None,
+            continuation: None,
         };
         let provider = rill_providers::build_provider(&config, &|_| None, &settings).unwrap();
         let bots = vec![Bot { config, provider }];

@@ -65,7 +65,7 @@ async fn run(backend: &'static str, db: Db) {
             usage: None,
             error: None,
         };
-        store.finish(&answer.id, &done).await.step("finish");
+        store.finish(&answer.id, None, &done).await.step("finish");
     }
     report(
         backend,
@@ -85,7 +85,7 @@ async fn run(backend: &'static str, db: Db) {
     let start = Instant::now();
     for offset in 0..CHECKPOINTS {
         store
-            .checkpoint(&answer.id, &text, &parts, u64::from(offset))
+            .checkpoint(&answer.id, "test-owner", &text, &parts, u64::from(offset))
             .await
             .step("checkpoint");
     }
@@ -115,7 +115,7 @@ async fn run(backend: &'static str, db: Db) {
             tokio::spawn(async move {
                 for offset in 0..CHECKPOINTS_EACH {
                     store
-                        .checkpoint(&id, &text, &parts, u64::from(offset))
+                        .checkpoint(&id, "test-owner", &text, &parts, u64::from(offset))
                         .await
                         .step("checkpoint");
                 }

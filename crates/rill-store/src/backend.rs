@@ -373,6 +373,7 @@ macro_rules! sql_store {
             async fn checkpoint(
                 &self,
                 message_id: &str,
+                owner: &str,
                 content: &str,
                 parts: &[rill_core::chat::Part],
                 offset: u64,
@@ -383,6 +384,7 @@ macro_rules! sql_store {
                     .bind($crate::rows::to_db_u64(offset))
                     .bind($crate::backend::now_ms())
                     .bind($crate::rows::parts_json(content, parts))
+                    .bind(owner)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| $crate::backend::db_error("checkpoint", e))?;
@@ -392,6 +394,7 @@ macro_rules! sql_store {
             async fn finish(
                 &self,
                 message_id: &str,
+                owner: Option<&str>,
                 outcome: &rill_core::chat::Outcome,
             ) -> Result<bool, rill_core::StoreError> {
                 if !outcome.status.is_final() {
@@ -412,6 +415,7 @@ macro_rules! sql_store {
                     .bind($crate::backend::now_ms())
                     .bind($crate::rows::parts_json(&outcome.content, &outcome.parts))
                     .bind(usage.and_then(|u| u.reasoning_tokens).map($crate::rows::to_db_u64))
+                    .bind(owner)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| $crate::backend::db_error("finish", e))?;
@@ -462,6 +466,38 @@ macro_rules! sql_store {
                     .await
                     .map_err(|e| $crate::backend::db_error("renew lease", e))?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn take_over(
+                &self,
+                message_id: &str,
+                owner: &str,
+                until_ms: i64,
+                now_ms: i64,
+            ) -> Result<bool, rill_core::StoreError> {
+                let done = sqlx::query($crate::sql::TAKE_OVER)
+                    .bind(message_id)
+                    .bind(owner)
+                    .bind(until_ms)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::backend::db_error("take over", e))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn release_lease(
+                &self,
+                message_id: &str,
+                owner: &str,
+            ) -> Result<(), rill_core::StoreError> {
+                sqlx::query($crate::sql::RELEASE_LEASE)
+                    .bind(message_id)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::backend::db_error("release lease", e))?;
+                Ok(())
             }
 
             async fn orphaned(

@@ -68,13 +68,14 @@ pub(crate) const LIST_MESSAGES: &str = concat!(
 );
 
 pub(crate) const CHECKPOINT: &str = "UPDATE messages SET content = $2, checkpoint_offset = $3, \
-     updated_at = $4, parts = $5 WHERE id = $1 AND status = 'streaming'";
+     updated_at = $4, parts = $5 WHERE id = $1 AND status = 'streaming' \
+     AND (lease_owner IS NULL OR lease_owner = $6)";
 
 /// The lease ends with the generation, so a finished message never looks leased.
 pub(crate) const FINISH: &str = "UPDATE messages SET status = $2, content = $3, \
      finish_reason = $4, input_tokens = $5, output_tokens = $6, error = $7, updated_at = $8, \
      parts = $9, reasoning_tokens = $10, lease_owner = NULL, lease_until = NULL \
-     WHERE id = $1 AND status = 'streaming'";
+     WHERE id = $1 AND status = 'streaming' AND ($11 IS NULL OR lease_owner = $11)";
 
 /// The message with a client key, and the first assistant message after it (its answer).
 pub(crate) const FIND_BY_CLIENT_KEY: &str = concat!(
@@ -101,7 +102,14 @@ pub(crate) const SET_PARTS: &str = "UPDATE messages SET content = $2, parts = $3
 pub(crate) const CHECKPOINT_OFFSET: &str = "SELECT checkpoint_offset FROM messages WHERE id = $1";
 
 pub(crate) const RENEW_LEASE: &str = "UPDATE messages SET lease_owner = $2, lease_until = $3 \
-     WHERE id = $1 AND status = 'streaming'";
+     WHERE id = $1 AND status = 'streaming' AND (lease_owner IS NULL OR lease_owner = $2)";
+
+/// `$4` is now: only an ended lease (or none) can be taken.
+pub(crate) const TAKE_OVER: &str = "UPDATE messages SET lease_owner = $2, lease_until = $3 \
+     WHERE id = $1 AND status = 'streaming' AND (lease_until IS NULL OR lease_until < $4)";
+
+pub(crate) const RELEASE_LEASE: &str = "UPDATE messages SET lease_until = 0 \
+     WHERE id = $1 AND status = 'streaming' AND lease_owner = $2";
 
 /// Oldest first, so recovery finishes messages in the order they were started.
 pub(crate) const ORPHANED_ALL: &str = concat!(

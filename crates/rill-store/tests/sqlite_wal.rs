@@ -60,6 +60,7 @@ async fn generation(store: Arc<dyn Store>, n: usize) {
         store
             .checkpoint(
                 &assistant.id,
+                "test-owner",
                 &text,
                 &[Part::text(text.clone())],
                 i as u64 + 1,
@@ -75,7 +76,7 @@ async fn generation(store: Arc<dyn Store>, n: usize) {
         usage: None,
         error: None,
     };
-    assert!(store.finish(&assistant.id, &outcome).await.unwrap());
+    assert!(store.finish(&assistant.id, None, &outcome).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -48,6 +48,7 @@ suite!(
     migrations_run_again_on_an_existing_database,
     client_keys_find_the_first_exchange,
     checkpoints_keep_parts,
+    a_lease_is_held_by_one_owner_and_taken_over_only_when_it_ended,
 );
 
 fn outcome(status: MessageStatus, content: &str) -> Outcome {
@@ -254,7 +255,7 @@ async fn messages_round_trip_every_field(db: Db) {
         }),
         error: None,
     };
-    assert!(store.finish(&answer.id, &done).await.step("finish"));
+    assert!(store.finish(&answer.id, None, &done).await.step("finish"));
     let stored = message(&store, &answer.id).await;
     let expected = Message {
         status: MessageStatus::Complete,
@@ -280,7 +281,7 @@ async fn messages_round_trip_every_field(db: Db) {
         usage: None,
         error: Some("the model provider failed".to_owned()),
     };
-    assert!(store.finish(&failed.id, &error).await.step("finish"));
+    assert!(store.finish(&failed.id, None, &error).await.step("finish"));
     let stored = message(&store, &failed.id).await;
     assert_eq!(stored.status, MessageStatus::Error);
     assert_eq!(stored.error, error.error);
@@ -320,7 +321,7 @@ async fn one_streaming_message_per_chat(db: Db) {
 
     assert!(
         store
-            .finish(&answer.id, &outcome(MessageStatus::Stopped, "o"))
+            .finish(&answer.id, None, &outcome(MessageStatus::Stopped, "o"))
             .await
             .step("finish")
     );
@@ -378,7 +379,7 @@ async fn checkpoint_then_finish_once(db: Db) {
     );
 
     store
-        .checkpoint(&answer.id, "Hel", &[Part::text("Hel")], 3)
+        .checkpoint(&answer.id, "test-owner", "Hel", &[Part::text("Hel")], 3)
         .await
         .step("checkpoint");
     let saved = message(&store, &answer.id).await;
@@ -391,7 +392,7 @@ async fn checkpoint_then_finish_once(db: Db) {
         Some(3)
     );
     store
-        .checkpoint(&answer.id, "Hello", &[Part::text("Hello")], 7)
+        .checkpoint(&answer.id, "test-owner", "Hello", &[Part::text("Hello")], 7)
         .await
         .step("checkpoint");
     assert_eq!(
@@ -401,21 +402,32 @@ async fn checkpoint_then_finish_once(db: Db) {
 
     // A non-final outcome is refused and changes nothing.
     let refused = store
-        .finish(&answer.id, &outcome(MessageStatus::Streaming, "x"))
+        .finish(&answer.id, None, &outcome(MessageStatus::Streaming, "x"))
         .await;
     assert!(refused.is_err());
     assert_eq!(message(&store, &answer.id).await.content, "Hello");
 
     let done = outcome(MessageStatus::Complete, "Hello world");
-    assert!(store.finish(&answer.id, &done).await.step("finish"));
+    assert!(store.finish(&answer.id, None, &done).await.step("finish"));
     let finished = message(&store, &answer.id).await;
     assert_eq!(finished.status, MessageStatus::Complete);
 
     // Whoever comes second (a reaper, a late stop, a slow checkpoint) changes nothing.
     let late = outcome(MessageStatus::Interrupted, "other");
-    assert!(!store.finish(&answer.id, &late).await.step("finish again"));
+    assert!(
+        !store
+            .finish(&answer.id, None, &late)
+            .await
+            .step("finish again")
+    );
     store
-        .checkpoint(&answer.id, "garbage", &[Part::text("garbage")], 99)
+        .checkpoint(
+            &answer.id,
+            "test-owner",
+            "garbage",
+            &[Part::text("garbage")],
+            99,
+        )
         .await
         .step("late checkpoint");
     assert!(
@@ -440,7 +452,7 @@ async fn checkpoint_then_finish_once(db: Db) {
 
     assert!(
         !store
-            .finish("no-such-message", &done)
+            .finish("no-such-message", None, &done)
             .await
             .step("finish unknown")
     );
@@ -605,7 +617,13 @@ async fn crashed_streams_are_orphaned_for_the_next_process(db: Db) {
         .await
         .step("exchange");
     crashed
-        .checkpoint(&answer.id, "partial 답", &[Part::text("partial 답")], 4)
+        .checkpoint(
+            &answer.id,
+            "test-owner",
+            "partial 답",
+            &[Part::text("partial 답")],
+            4,
+        )
         .await
         .step("checkpoint");
     let (_, finished) = crashed
@@ -613,7 +631,12 @@ async fn crashed_streams_are_orphaned_for_the_next_process(db: Db) {
         .await
         .step("exchange");
     let done = outcome(MessageStatus::Complete, "done");
-    assert!(crashed.finish(&finished.id, &done).await.step("finish"));
+    assert!(
+        crashed
+            .finish(&finished.id, None, &done)
+            .await
+            .step("finish")
+    );
 
     // The "crashed" process never finishes its message; a new one opens the same database.
     let restarted = db.reopen().await;
@@ -632,7 +655,7 @@ async fn crashed_streams_are_orphaned_for_the_next_process(db: Db) {
     };
     assert!(
         restarted
-            .finish(&answer.id, &interrupted)
+            .finish(&answer.id, None, &interrupted)
             .await
             .step("finish")
     );
@@ -644,7 +667,12 @@ async fn crashed_streams_are_orphaned_for_the_next_process(db: Db) {
             .is_empty()
     );
     // Had the old process survived after all, its late finish would change nothing.
-    assert!(!crashed.finish(&answer.id, &done).await.step("late finish"));
+    assert!(
+        !crashed
+            .finish(&answer.id, None, &done)
+            .await
+            .step("late finish")
+    );
 
     let history = all_messages(&restarted, &chat.id).await;
     assert_eq!(history.len(), 2);
@@ -714,10 +742,12 @@ async fn leases_expire_and_filter_by_owner(db: Db) {
         .await
         .step("renew");
     assert_eq!(orphaned(6_000, Some("instance-c")).await, vec![b.clone()]);
-    store
-        .renew_lease(b, "instance-c", 20_000)
-        .await
-        .step("take over");
+    assert!(
+        store
+            .take_over(b, "instance-c", 20_000, 6_000)
+            .await
+            .step("take over")
+    );
     assert_eq!(orphaned(12_000, Some("instance-b")).await, vec![a.clone()]);
 
     // A message that never got a lease (its process died right after inserting it) is taken
@@ -734,7 +764,7 @@ async fn leases_expire_and_filter_by_owner(db: Db) {
     );
 
     let done = outcome(MessageStatus::Interrupted, "");
-    assert!(store.finish(a, &done).await.step("finish"));
+    assert!(store.finish(a, None, &done).await.step("finish"));
     assert_eq!(
         orphaned(i64::MAX, Some("instance-c")).await,
         vec![b.clone(), unleased.clone()]
@@ -762,7 +792,7 @@ async fn deleting_a_chat_deletes_its_messages(db: Db) {
     assert_eq!(store.get_message(&other.id).await.step("get"), Some(other));
     // A streaming message of a deleted chat can no longer be finished.
     let done = outcome(MessageStatus::Complete, "late");
-    assert!(!store.finish(&answer.id, &done).await.step("finish"));
+    assert!(!store.finish(&answer.id, None, &done).await.step("finish"));
 }
 
 async fn migrations_run_again_on_an_existing_database(db: Db) {
@@ -827,7 +857,7 @@ async fn client_keys_find_the_first_exchange(db: Db) {
     // even the placeholder of the transaction).
     assert!(
         store
-            .finish(&answer.id, &outcome(MessageStatus::Complete, "hi"))
+            .finish(&answer.id, None, &outcome(MessageStatus::Complete, "hi"))
             .await
             .step("finish")
     );
@@ -878,7 +908,7 @@ async fn checkpoints_keep_parts(db: Db) {
         },
     ];
     store
-        .checkpoint(&answer.id, "", &parts, 5)
+        .checkpoint(&answer.id, "test-owner", "", &parts, 5)
         .await
         .step("checkpoint");
     let saved = message(&store, &answer.id).await;
@@ -888,4 +918,89 @@ async fn checkpoints_keep_parts(db: Db) {
     let orphans = store.orphaned(i64::MAX, None).await.step("orphaned");
     assert_eq!(orphans.len(), 1);
     assert_eq!(orphans[0].parts, parts);
+}
+
+async fn a_lease_is_held_by_one_owner_and_taken_over_only_when_it_ended(db: Db) {
+    let store = db.store;
+    let chat = store.create_chat("alice", "demo").await.step("create");
+    let (_, answer) = store
+        .insert_exchange(user(&chat.id, "q"), streaming(&chat.id))
+        .await
+        .step("exchange");
+    let now = rill_now();
+    assert!(
+        store
+            .renew_lease(&answer.id, "a", now + 10_000)
+            .await
+            .step("renew")
+    );
+    // Another instance can neither renew it nor take it while it runs.
+    assert!(
+        !store
+            .renew_lease(&answer.id, "b", now + 10_000)
+            .await
+            .step("renew b")
+    );
+    assert!(
+        !store
+            .take_over(&answer.id, "b", now + 10_000, now)
+            .await
+            .step("take")
+    );
+    // A lease that ended can be taken, by one instance only.
+    assert!(
+        store
+            .take_over(&answer.id, "b", now + 20_000, now + 15_000)
+            .await
+            .step("take")
+    );
+    assert!(
+        !store
+            .take_over(&answer.id, "c", now + 20_000, now + 15_000)
+            .await
+            .step("take again")
+    );
+    // The old owner now loses: no renewal, no checkpoint, no finish.
+    assert!(
+        !store
+            .renew_lease(&answer.id, "a", now + 30_000)
+            .await
+            .step("renew a")
+    );
+    store
+        .checkpoint(&answer.id, "a", "stale", &[Part::text("stale")], 9)
+        .await
+        .step("stale checkpoint");
+    assert_eq!(message(&store, &answer.id).await.content, "");
+    let done = outcome(MessageStatus::Interrupted, "stale");
+    assert!(
+        !store
+            .finish(&answer.id, Some("a"), &done)
+            .await
+            .step("stale finish")
+    );
+    store
+        .checkpoint(&answer.id, "b", "fresh", &[Part::text("fresh")], 10)
+        .await
+        .step("checkpoint");
+    assert_eq!(message(&store, &answer.id).await.content, "fresh");
+    // Released by its owner: another instance takes it at once.
+    store.release_lease(&answer.id, "b").await.step("release");
+    assert!(
+        store
+            .take_over(&answer.id, "c", now + 40_000, now)
+            .await
+            .step("take released")
+    );
+    let done = outcome(MessageStatus::Complete, "fresh and done");
+    assert!(
+        store
+            .finish(&answer.id, Some("c"), &done)
+            .await
+            .step("finish")
+    );
+    assert_eq!(
+        message(&store, &answer.id).await.status,
+        MessageStatus::Complete
+    );
 }

@@ -27,6 +27,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RILL_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub(crate) shutdown_grace: Option<String>,
 
+    /// On SIGTERM (a rolling deploy), how long running answers may go on before the instance
+    /// exits: it stops taking new answers and tells its streams to reconnect elsewhere at
+    /// once. What is left then is handed to another instance (with Redis) or ends
+    /// `interrupted` (one instance) [default: 60s].
+    #[arg(long, env = "RILL_DRAIN_TIMEOUT", value_name = "DURATION")]
+    pub(crate) drain_timeout: Option<String>,
+
     /// Log filter, in `RUST_LOG` syntax [default: info].
     #[arg(long, env = "RILL_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
@@ -237,6 +244,7 @@ pub(crate) struct JwtArgs {
 pub(crate) struct FileConfig {
     pub(crate) listen: Option<String>,
     pub(crate) shutdown_grace: Option<String>,
+    pub(crate) drain_timeout: Option<String>,
     pub(crate) log: Option<String>,
     pub(crate) auth: Option<String>,
     pub(crate) jwt_secret: Option<Secret>,
@@ -304,10 +312,15 @@ impl FileConfig {
 pub(crate) struct Settings {
     pub(crate) server: rill_server::Config,
     pub(crate) log: String,
+    /// How long a draining instance lets its answers run (see `--drain-timeout`).
+    pub(crate) drain_timeout: std::time::Duration,
     pub(crate) chat: crate::chat_config::ChatSettings,
     pub(crate) redis: RedisSettings,
     pub(crate) store: rill_store::StoreOptions,
 }
+
+/// The default of `drain_timeout`: long enough for most answers to finish during a deploy.
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Picks the flag/env value, else the file's, else `None`, remembering which key it came from.
 pub(crate) fn pick(flag: Option<String>, file: Option<String>) -> Option<String> {
@@ -375,6 +388,10 @@ impl ServeArgs {
             Some(v) => parse_key("shutdown_grace", &v, duration)?,
             None => defaults.shutdown_grace,
         };
+        let drain_timeout = match pick(self.drain_timeout, file.drain_timeout) {
+            Some(v) => parse_key("drain_timeout", &v, duration)?,
+            None => DEFAULT_DRAIN_TIMEOUT,
+        };
         let log = pick(self.log, file.log).unwrap_or_else(|| "info".to_owned());
         if log.trim().is_empty() {
             bail!("invalid value for `log`: it is empty");
@@ -391,6 +408,7 @@ impl ServeArgs {
                 connections,
             },
             log,
+            drain_timeout,
             chat,
             redis,
             store,

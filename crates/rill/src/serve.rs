@@ -33,7 +33,7 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (setting `listen`)", config.listen))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let signals = Signals::install();
 
     let chat = settings.chat;
     let store = rill_store::connect_with(&chat.database, &settings.store)
@@ -112,11 +112,63 @@ async fn run(settings: crate::config::Settings) -> anyhow::Result<()> {
     let state = state.with_chat(engine.clone());
 
     tracing::info!(address = %listener.local_addr()?, "rill is listening");
+    let drain = tokio::spawn(drain_on_signal(
+        signals,
+        state.clone(),
+        engine,
+        settings.drain_timeout,
+        config.shutdown_grace,
+        several_instances,
+    ));
     let served = rill_server::serve(listener, state).await;
-    engine.shutdown(config.shutdown_grace).await;
+    // The drain task fired the shutdown; it has finished its work by then.
+    let _ = drain.await;
     served.context("the server failed")?;
     tracing::info!("rill stopped");
     Ok(())
+}
+
+/// The end of an instance's life, in the order a rolling deploy needs:
+///
+/// 1. On the first SIGTERM/SIGINT it **drains**: `/readyz` answers 503 (the load balancer stops
+///    sending work here), open streams end with `server_shutdown` telling their clients to
+///    reconnect (to another instance), new streams and answers get `503 draining`; running
+///    answers go on.
+/// 2. It waits for them, at most `drain_timeout` (or until a second signal).
+/// 3. What still runs is **handed over** when other instances share the broker (each stops,
+///    saves what it has and releases its lease, and another instance continues it), or ends
+///    `interrupted` on a single instance.
+/// 4. The server stops accepting and closes its connections (within `shutdown_grace`).
+async fn drain_on_signal(
+    mut signals: Signals,
+    state: rill_server::AppState,
+    engine: rill_chat::ChatEngine,
+    drain_timeout: std::time::Duration,
+    grace: std::time::Duration,
+    several_instances: bool,
+) {
+    signals.next().await;
+    let running = engine.running();
+    tracing::info!(
+        running,
+        drain_timeout_secs = drain_timeout.as_secs_f64(),
+        "draining: streams told to reconnect elsewhere, no new answers; a second signal stops at once"
+    );
+    state.start_draining();
+    tokio::select! {
+        left = engine.drain(drain_timeout) => {
+            if left > 0 {
+                tracing::warn!(left, "answers still running at the end of the drain");
+            }
+        }
+        () = signals.next() => tracing::info!("second signal: stopping now"),
+    }
+    if several_instances {
+        engine.hand_over(grace).await;
+    } else {
+        engine.shutdown(grace).await;
+    }
+    state.shutdown.cancel();
 }
 
 /// The configured bots, or the defaults (demo, plus OpenAI/Anthropic when their key is set),
@@ -138,27 +190,46 @@ fn build_bots(
         .collect()
 }
 
-/// Fires `shutdown` on the first SIGINT or SIGTERM.
-async fn signal_shutdown(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, as a stream of "a signal came".
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installed before anything else runs, so an early signal is not lost.
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            let terminate =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(signal) => Some(signal),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for SIGTERM");
+                        None
+                    }
+                };
+            Signals { terminate }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = terminate => {}
+        #[cfg(not(unix))]
+        Signals {}
     }
-    tracing::info!("shutting down: telling streams to reconnect elsewhere");
-    shutdown.cancel();
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        let terminate = async {
+            match &mut self.terminate {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+    }
 }

@@ -212,6 +212,9 @@ impl ChatEngine {
         chat_id: &str,
         ask: Ask<'_>,
     ) -> Result<Sent, ChatError> {
+        if self.is_draining() {
+            return Err(ChatError::Draining);
+        }
         let chat = self.chat(user_id, chat_id).await?;
         let bot = self
             .bot(&chat.bot_id)
@@ -464,6 +467,8 @@ impl ChatEngine {
             .renew_lease(&message.id, &self.inner.settings.instance_id, until)
             .await
         {
+            // The generation renews it every third of its time; until it does, the message is
+            // unleased, which no reaper takes for a minute.
             tracing::warn!(%error, message_id = %message.id, "cannot take the generation's lease");
         }
     }
@@ -487,7 +492,13 @@ impl ChatEngine {
                     usage: None,
                     error: Some("the event broker is unavailable".to_owned()),
                 };
-                if let Err(e) = self.inner.store.finish(&placeholder.id, &outcome).await {
+                let owner = Some(self.inner.settings.instance_id.as_str());
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .finish(&placeholder.id, owner, &outcome)
+                    .await
+                {
                     tracing::warn!(error = %e, "cannot finish a placeholder after a broker failure");
                 }
                 Err(ChatError::Broker(error))
@@ -496,7 +507,7 @@ impl ChatEngine {
     }
 
     /// The chat's history for the prompt, oldest first, up to (and including) `up_to_seq`.
-    async fn history(
+    pub(crate) async fn history(
         &self,
         chat_id: &str,
         up_to_seq: Option<i64>,
@@ -534,7 +545,20 @@ impl ChatEngine {
         user: &str,
         options: AskOptions,
     ) {
-        let request = CompletionRequest {
+        let request = self.request(&bot, &message, history, Some(user), options);
+        self.spawn(bot, message, offset, request);
+    }
+
+    /// What the bot is asked for `message`, given the history before it.
+    pub(crate) fn request(
+        &self,
+        bot: &Bot,
+        message: &Message,
+        history: Vec<Message>,
+        user: Option<&str>,
+        options: AskOptions,
+    ) -> CompletionRequest {
+        CompletionRequest {
             model: bot.config.model.clone(),
             system: options.system.or_else(|| bot.config.system_prompt.clone()),
             messages: fit_history(&history, self.inner.settings.history_budget_chars),
@@ -544,11 +568,23 @@ impl ChatEngine {
             tools: options.tools,
             tool_choice: options.tool_choice,
             context: RequestContext {
-                user_id: Some(user.to_owned()),
+                user_id: user.map(str::to_owned),
                 chat_id: Some(message.chat_id.clone()),
                 message_id: Some(message.id.clone()),
             },
-        };
+            prefill: Vec::new(),
+        }
+    }
+
+    /// Runs the generation of `message` (as it stands: a placeholder, or the parts of an answer
+    /// being continued) from topic offset `offset`, asking `request`.
+    pub(crate) fn spawn(
+        &self,
+        bot: Bot,
+        message: Message,
+        offset: u64,
+        request: CompletionRequest,
+    ) {
         let cancel = CancellationToken::new();
         let progress = Arc::new(Mutex::new(Progress {
             message: message.clone(),

@@ -35,6 +35,12 @@ enum Ending {
     Failed(ProviderError),
     /// The broker could not take the answer's events: its details are for the log only.
     BrokerFailed,
+    /// Another instance holds the lease now (ours ran out): it finishes the message; this
+    /// generation writes nothing more.
+    LostLease,
+    /// This instance is going away with the answer unfinished: the lease is released so
+    /// another instance continues it; nothing is written.
+    HandedOver,
 }
 
 /// Cancels a generation when a `stop` arrives on its control topic (from any instance).
@@ -65,8 +71,9 @@ impl Generation {
                 None
             }
         };
-        let existing = lock(&self.progress).message.parts.len();
-        let mut writer = PartsWriter::new(self.message_id.clone(), existing);
+        // A continued answer (taken over from a dead instance) extends the parts it has.
+        let parts = lock(&self.progress).message.parts.clone();
+        let mut writer = PartsWriter::continuing(self.message_id.clone(), &parts);
         let ending = self.stream(&topic, request, &mut writer).await;
         self.finish(&topic, ending, &mut writer).await;
     }
@@ -79,9 +86,11 @@ impl Generation {
         writer: &mut PartsWriter,
     ) -> Ending {
         let shutdown = self.inner.shutdown.clone();
+        let hand_over = self.inner.hand_over.clone();
         let mut stream = tokio::select! {
             biased;
             () = self.cancel.cancelled() => return Ending::Stopped,
+            () = hand_over.cancelled() => return Ending::HandedOver,
             () = shutdown.cancelled() => return Ending::Interrupted,
             started = self.provider.stream(request) => match started {
                 Ok(s) => s,
@@ -98,6 +107,7 @@ impl Generation {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Ending::Stopped,
+                () = hand_over.cancelled() => return Ending::HandedOver,
                 () = shutdown.cancelled() => return Ending::Interrupted,
                 _ = checkpoint.tick() => self.checkpoint(&mut saved_version).await,
                 _ = lease.tick() => {
@@ -106,10 +116,10 @@ impl Generation {
                         Ok(true) => {}
                         Ok(false) => {
                             // Another instance found the lease expired (we could not reach the
-                            // database for a while) and finished the message: whatever we add
-                            // now would follow its `message.completed`. Stop here.
-                            tracing::warn!("the message was finished elsewhere after our lease expired; stopping");
-                            return Ending::Interrupted;
+                            // database for a while) and took the message over or finished it:
+                            // whatever we add now would clash with it. Stop here, silently.
+                            tracing::warn!("the generation was taken over or finished elsewhere after our lease expired; stopping");
+                            return Ending::LostLease;
                         }
                         Err(error) => tracing::warn!(%error, "cannot renew the generation's lease"),
                     }
@@ -184,7 +194,13 @@ impl Generation {
         match self
             .inner
             .store
-            .checkpoint(&self.message_id, &message.content, &message.parts, offset)
+            .checkpoint(
+                &self.message_id,
+                &self.inner.settings.instance_id,
+                &message.content,
+                &message.parts,
+                offset,
+            )
             .await
         {
             Ok(()) => *saved_version = version,
@@ -193,6 +209,27 @@ impl Generation {
     }
 
     async fn finish(&self, topic: &Topic, ending: Ending, writer: &mut PartsWriter) {
+        let owner = self.inner.settings.instance_id.as_str();
+        match ending {
+            Ending::LostLease => return,
+            Ending::HandedOver => {
+                // What clients saw is in the log; the last checkpoint may be older, which the
+                // next owner's rebuild covers. Release the lease so it starts at once.
+                let mut saved = 0;
+                self.checkpoint(&mut saved).await;
+                if let Err(error) = self
+                    .inner
+                    .store
+                    .release_lease(&self.message_id, owner)
+                    .await
+                {
+                    tracing::warn!(%error, "cannot release the lease; another instance takes over when it expires");
+                }
+                tracing::info!("generation handed over to another instance");
+                return;
+            }
+            _ => {}
+        }
         // Open parts close first, so every reader sees each part ended before the message.
         let mut closing = Vec::new();
         writer.finish(&mut closing);
@@ -236,6 +273,8 @@ impl Generation {
                     "the event broker became unavailable during the answer".to_owned(),
                 )),
             ),
+            // Handled above.
+            Ending::LostLease | Ending::HandedOver => return,
         };
         tracing::info!(status = %status, chars = message.content.chars().count(), parts = message.parts.len(), "generation ended");
         let outcome = Outcome {
@@ -250,7 +289,12 @@ impl Generation {
         // reaper of another instance, or the next start-up, then marks it interrupted).
         let mut written = false;
         for attempt in 0..5u32 {
-            match self.inner.store.finish(&self.message_id, &outcome).await {
+            match self
+                .inner
+                .store
+                .finish(&self.message_id, Some(owner), &outcome)
+                .await
+            {
                 Ok(w) => {
                     written = w;
                     break;

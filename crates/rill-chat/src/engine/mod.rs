@@ -91,6 +91,9 @@ pub enum ChatError {
     /// The user's content (or key) is not acceptable: 400 (or 413 for `content_too_long`).
     #[error("{message}")]
     InvalidContent { code: &'static str, message: String },
+    /// This instance is draining (shutting down): it starts no new answer; another one will.
+    #[error("this instance is shutting down and starts no new answers")]
+    Draining,
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]
@@ -132,6 +135,11 @@ pub(crate) struct Inner {
     pub(crate) tracker: TaskTracker,
     /// Fires when the process shuts down: running generations end as `interrupted`.
     pub(crate) shutdown: CancellationToken,
+    /// Fires when this instance hands its running generations over to the others (several
+    /// instances): they release their leases and stop, writing nothing.
+    pub(crate) hand_over: CancellationToken,
+    /// Set once the instance drains: no new exchange starts, and the reaper takes nothing over.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 /// A generation running in this process.
@@ -170,6 +178,8 @@ impl ChatEngine {
                 running: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                hand_over: CancellationToken::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -292,6 +302,53 @@ impl ChatEngine {
             .get_message(&message_id)
             .await?
             .ok_or(ChatError::NotFound)
+    }
+
+    /// Stops taking new work: exchanges are refused ([`ChatError::Draining`]) and the reaper
+    /// takes nothing over; running generations go on. The first step of a rolling deploy.
+    pub fn start_draining(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`ChatEngine::start_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many generations run in this process.
+    pub fn running(&self) -> usize {
+        lock(&self.inner.running).len()
+    }
+
+    /// Waits until no generation runs here, at most `timeout`; returns how many still run.
+    pub async fn drain(&self, timeout: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = self.running();
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Hands every running generation over to the other instances: each stops, saves what it
+    /// has and releases its lease, writing no end, so another instance's reaper continues it
+    /// at once. Waits for them, at most `grace`. For several instances sharing a broker.
+    pub async fn hand_over(&self, grace: std::time::Duration) {
+        self.start_draining();
+        self.inner.hand_over.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("generations did not hand over within the grace period");
+        }
     }
 
     /// Whether a generation of `chat_id` runs in this process.

@@ -34,16 +34,39 @@ pub struct PartsWriter {
 }
 
 impl PartsWriter {
-    /// A writer for message `message_id`, which has `existing_parts` parts already (0 for a
-    /// new answer; more when a generation continues one).
-    pub fn new(message_id: impl Into<String>, existing_parts: usize) -> Self {
+    /// A writer for a new answer, message `message_id`.
+    pub fn new(message_id: impl Into<String>) -> Self {
+        Self::continuing(message_id, &[])
+    }
+
+    /// A writer that continues message `message_id`, whose parts so far are `parts` (an answer
+    /// another instance could not finish): more text or reasoning extends its last part when
+    /// that is of the same kind, and results find the tool calls it already has.
+    pub fn continuing(message_id: impl Into<String>, parts: &[Part]) -> Self {
+        let last = parts
+            .len()
+            .checked_sub(1)
+            .map(|i| u32::try_from(i).unwrap_or(u32::MAX));
+        let open = match (parts.last(), last) {
+            (Some(Part::Text { .. }), Some(i)) => Some(Open::Text(i)),
+            (Some(Part::Reasoning { redacted: None, .. }), Some(i)) => Some(Open::Reasoning(i)),
+            _ => None,
+        };
+        let call_parts = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Part::ToolCall { id, .. } => Some((id.clone(), u32::try_from(i).ok()?)),
+                _ => None,
+            })
+            .collect();
         PartsWriter {
             message_id: message_id.into(),
-            next_part: u32::try_from(existing_parts).unwrap_or(u32::MAX),
-            open: None,
+            next_part: u32::try_from(parts.len()).unwrap_or(u32::MAX),
+            open,
             signature: None,
             tools: HashMap::new(),
-            call_parts: HashMap::new(),
+            call_parts,
         }
     }
 
@@ -256,7 +279,7 @@ mod tests {
     use rill_core::chat::{Message, MessageStatus, Role};
 
     fn run(events: Vec<ProviderEvent>) -> (Vec<ChatEvent>, Message) {
-        let mut writer = PartsWriter::new("m", 0);
+        let mut writer = PartsWriter::new("m");
         let mut out = Vec::new();
         for e in events {
             writer.push(e, &mut out);
@@ -351,6 +374,34 @@ mod tests {
             names.iter().filter(|n| **n == "message.part.done").count(),
             4
         );
+    }
+
+    #[test]
+    fn a_continued_answer_extends_its_last_part() {
+        let parts = vec![
+            Part::Reasoning {
+                text: "hm".into(),
+                signature: None,
+                redacted: None,
+            },
+            Part::text("Hel"),
+        ];
+        let mut writer = PartsWriter::continuing("m", &parts);
+        let mut out = Vec::new();
+        writer.push(ProviderEvent::Text("lo".into()), &mut out);
+        assert_eq!(
+            out,
+            vec![ChatEvent::Delta {
+                message_id: "m".into(),
+                part: 1,
+                kind: DeltaKind::Text,
+                text: "lo".into()
+            }]
+        );
+        // Reasoning after text starts a new part, numbered after the existing ones.
+        out.clear();
+        writer.push(ProviderEvent::Reasoning("x".into()), &mut out);
+        assert!(matches!(out[1], ChatEvent::PartStarted { part: 2, .. }));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub(crate) fn bot(id: &str, provider: ProviderKind, base_url: Option<String>) ->
         system_prompt: Some("Be brief.".to_owned()),
         temperature: None,
         max_tokens: Some(256),
+        continuation: None,
     }
 }
 
