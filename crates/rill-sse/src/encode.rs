@@ -60,13 +60,19 @@ pub fn encode_event_buf(
             return Err(EncodeError::EventLineBreak);
         }
     }
-    if let Some(id) = id {
-        field(out, b"id", id);
-    }
+    // `id:` goes last, right before the blank line that dispatches the event. Parsers accept
+    // the fields in any order, but `@microsoft/fetch-event-source` takes an id as the one to
+    // resume from as soon as it reads the line, not when the event is delivered: with `id:`
+    // first, a connection cut inside the event would make it resume after an event it never
+    // delivered (found by the client matrix in tests/clients). Last, only the final newline
+    // stands between reading the id and delivering the event.
     if let Some(event) = event {
         field(out, b"event", event);
     }
     for_each_line(data, |line| field(out, b"data", line));
+    if let Some(id) = id {
+        field(out, b"id", id);
+    }
     out.put_u8(b'\n');
     Ok(())
 }

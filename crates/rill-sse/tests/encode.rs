@@ -23,10 +23,11 @@ fn events() {
         Some("7"),
         Some("message.delta"),
         "{}",
-        "id: 7\nevent: message.delta\ndata: {}\n\n",
+        // The id last (see `encode_event`).
+        "event: message.delta\ndata: {}\nid: 7\n\n",
     );
     check_event(None, None, "", "data:\n\n");
-    check_event(Some(""), None, "x", "id:\ndata: x\n\n");
+    check_event(Some(""), None, "x", "data: x\nid:\n\n");
     // Every CR, LF and CRLF in data starts a new data line; leading spaces are kept by the one
     // space written after the colon.
     check_event(
@@ -40,7 +41,7 @@ fn events() {
         Some(" id"),
         Some(" ev"),
         "x",
-        "id:  id\nevent:  ev\ndata: x\n\n",
+        "event:  ev\ndata: x\nid:  id\n\n",
     );
 }
 
