@@ -214,23 +214,24 @@ impl Parser {
         if self.carry_ends.len() < room {
             self.carry_ends.resize(room, 0);
         }
-        let found = record_line_ends(chunk, &mut self.carry_ends[used..room]);
         // Which lines must be read now: the first one's first byte may be carried.
         let mut now = IMMEDIATE[usize::from(if self.carry_line < base {
             self.carry[self.carry_line]
         } else {
             chunk[0]
         })];
+        let new_ends = &mut self.carry_ends[used..room];
+        let found = record_line_ends(chunk, new_ends);
         // Where the first and the last of them end (0: none), and how many ends precede that.
         let (mut first_now, mut last_now) = ((0, 0), (0, 0));
         let mut tail = 0;
-        for index in used..used + found {
-            let end = usize::from(self.carry_ends[index]);
+        for (index, recorded) in new_ends[..found].iter_mut().enumerate() {
+            let end = usize::from(*recorded);
             let next = after_line_end(chunk, end);
             // From the chunk's start to the carry's (the sum is below `DEFER_LIMIT`).
-            self.carry_ends[index] = (base + end) as u16;
+            *recorded = (base + end) as u16;
             if now {
-                last_now = (next, index + 1);
+                last_now = (next, used + index + 1);
                 if first_now.0 == 0 {
                     first_now = last_now;
                 }
@@ -453,32 +454,41 @@ impl Parser {
             return;
         }
         // A known prefix holds no CR or LF, so when it matches the line is at least that long.
-        let (field, value_start) = match prefix_field(bytes, start) {
-            Some(known) => known,
-            None => {
-                let name_end = start + find_name_end(&bytes[start..end]);
-                let field = if name_end == start {
-                    None
-                } else {
-                    Some(Field::of(&text[start..name_end]))
-                };
-                let value_start = match bytes.get(name_end + 1) {
-                    _ if name_end == end => end,
-                    Some(b' ') if name_end + 1 < end => name_end + 2,
-                    _ => name_end + 1,
-                };
-                match field {
-                    Some(field) => (field, value_start),
-                    None => {
-                        on(Item::Comment(&text[value_start..end]));
-                        return;
-                    }
-                }
+        // Each field is read with its own call, so that each is specialised (no second match
+        // on the field at run time).
+        match prefix_field(bytes, start) {
+            Some((Field::Data, value_start)) => {
+                self.field(borrowed, Field::Data, &text[value_start..end], on);
+                return;
             }
+            Some((Field::Id, value_start)) => {
+                self.field(borrowed, Field::Id, &text[value_start..end], on);
+                return;
+            }
+            Some((Field::Event, value_start)) => {
+                self.field(borrowed, Field::Event, &text[value_start..end], on);
+                return;
+            }
+            _ => {}
+        }
+        // Any other line: the field name runs to the first colon (none: the whole line is the
+        // name, the value is empty); a colon first makes a comment.
+        let name_end = start + find_name_end(&bytes[start..end]);
+        let field = (name_end != start).then(|| Field::of(&text[start..name_end]));
+        let value_start = match bytes.get(name_end + 1) {
+            _ if name_end == end => end,
+            Some(b' ') if name_end + 1 < end => name_end + 2,
+            _ => name_end + 1,
+        };
+        let Some(field) = field else {
+            on(Item::Comment(&text[value_start..end]));
+            return;
         };
         self.field(borrowed, field, &text[value_start..end], on);
     }
 
+    /// Interprets one field (the spec's "process the field").
+    #[inline(always)]
     fn field<'t>(
         &mut self,
         borrowed: &mut Borrowed<'t>,
