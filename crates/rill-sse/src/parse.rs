@@ -413,23 +413,22 @@ impl Parser {
         on: &mut impl FnMut(Item<'_>),
     ) {
         let bytes = text.as_bytes();
-        let mut ends = known.ends.iter();
-        let mut next_end = known.next_end;
         let mut start = 0;
-        // One loop with one call of `line`, so that it is inlined.
+        for &end in known.ends {
+            let end = usize::from(end).wrapping_sub(known.base);
+            self.line(borrowed, text, start, end, on);
+            start = after_line_end(bytes, end);
+        }
+        let mut next_end = known.next_end.map(|end| end.wrapping_sub(known.base));
         while start < bytes.len() {
-            let end = match ends.next() {
-                Some(&end) => usize::from(end),
-                None => match next_end.take() {
-                    Some(end) => end,
-                    None => match find_line_end(&bytes[start..]) {
-                        Some(offset) => start + offset + known.base,
-                        // Not reached: `text` ends with a line end.
-                        None => return,
-                    },
+            let end = match next_end.take() {
+                Some(end) => end,
+                None => match find_line_end(&bytes[start..]) {
+                    Some(offset) => start + offset,
+                    // Not reached: `text` ends with a line end.
+                    None => return,
                 },
-            }
-            .wrapping_sub(known.base);
+            };
             self.line(borrowed, text, start, end, on);
             start = after_line_end(bytes, end);
         }
@@ -439,7 +438,7 @@ impl Parser {
     ///
     /// The hot path: `data: `, `data:`, `id: ` and `event: ` are recognised by comparing one
     /// 8-byte word; other lines look for their colon.
-    #[inline]
+    #[inline(always)]
     fn line<'t>(
         &mut self,
         borrowed: &mut Borrowed<'t>,
