@@ -262,10 +262,12 @@ impl Parser {
         self.carry_ends = ends;
         // What remains is carried: its whole lines (all can wait) keep their recorded ends.
         let kept = self.carry_ends_len - p_ends;
-        self.carry_ends.copy_within(p_ends..self.carry_ends_len, 0);
-        for end in &mut self.carry_ends[..kept] {
-            // Positions past `p` in the chunk: the subtraction cannot underflow.
-            *end -= (base + p) as u16;
+        if kept > 0 {
+            self.carry_ends.copy_within(p_ends..self.carry_ends_len, 0);
+            for end in &mut self.carry_ends[..kept] {
+                // Positions past `p` in the chunk: the subtraction cannot underflow.
+                *end -= (base + p) as u16;
+            }
         }
         self.carry_ends_len = kept;
         self.carry.extend_from_slice(&chunk[p..]);
@@ -612,18 +614,19 @@ static IMMEDIATE: [bool; 256] = {
 
 /// Writes the position of every line end of `chunk` (its CR or LF; the LF of a CR LF is not
 /// one) into `ends`, which has room for one per byte, and returns how many there are: one pass
-/// of word tests, cheaper on a short chunk than a search per line. A function of its own, with
-/// little state and no call inside, so that its loop stays in registers (inlined: a call's
-/// saving of registers costs more than it spares). `chunk` is shorter
-/// than [`DEFER_LIMIT`], so positions fit in `u16`.
+/// of word tests, cheaper on a short chunk than a search per line. Little state and no call
+/// inside, so that the loop stays in registers. `chunk` is shorter than [`DEFER_LIMIT`], so
+/// positions fit in `u16`.
 #[inline(always)]
 fn record_line_ends(chunk: &[u8], ends: &mut [u16]) -> usize {
     let len = chunk.len();
-    let whole_words = len - len % 8;
     let mut found = 0;
     let mut at = 0;
-    while at < whole_words {
-        found = put_line_ends(chunk, at, control_bytes(load(chunk, at)), ends, found);
+    for word in chunk.chunks_exact(8) {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let mask = control_bytes(u64::from_le_bytes(bytes));
+        found = put_line_ends(chunk, at, mask, ends, found);
         at += 8;
     }
     if at < len {
