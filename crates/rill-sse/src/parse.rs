@@ -472,8 +472,23 @@ impl Parser {
             }
             _ => {}
         }
-        // Any other line: the field name runs to the first colon (none: the whole line is the
-        // name, the value is empty); a colon first makes a comment.
+        self.other_line(borrowed, text, start, end, on);
+    }
+
+    /// [`Parser::line`] for a line that starts with none of the common prefixes: the field name
+    /// runs to the first colon (none: the whole line is the name, the value is empty); a colon
+    /// first makes a comment. Out of line, so that the common path keeps its registers.
+    #[cold]
+    #[inline(never)]
+    fn other_line<'t>(
+        &mut self,
+        borrowed: &mut Borrowed<'t>,
+        text: &'t str,
+        start: usize,
+        end: usize,
+        on: &mut impl FnMut(Item<'_>),
+    ) {
+        let bytes = text.as_bytes();
         let name_end = start + find_name_end(&bytes[start..end]);
         let field = (name_end != start).then(|| Field::of(&text[start..name_end]));
         let value_start = match bytes.get(name_end + 1) {
@@ -526,6 +541,7 @@ impl Parser {
     }
 
     /// A blank line: the spec's "dispatch the event".
+    #[inline(always)]
     fn dispatch(&mut self, borrowed: &mut Borrowed<'_>, on: &mut impl FnMut(Item<'_>)) {
         // The last event ID string becomes the last event ID buffer, even with no data.
         let id: &str = match borrowed.id {
