@@ -100,8 +100,9 @@ pub struct Parser {
     /// Where the unterminated last line of `carry` starts (`carry.len()` when `carry` ends with
     /// a line end).
     carry_line: usize,
-    /// Where each whole line of `carry` ends (its CR or LF), found when its bytes arrived, so
-    /// that they are not searched for again when read: the first `carry_ends_len` entries.
+    /// Where each whole line of `carry` ends (its CR or LF, with [`CR_LF`] set when an LF
+    /// follows), found when its bytes arrived, so that they are not searched for again when
+    /// read: the first `carry_ends_len` entries.
     /// Positions are below [`DEFER_LIMIT`] (only a carry that small records them), so they fit
     /// in `u16`. A buffer written by index rather than pushed to, so that the loop that fills
     /// it has no call in it (see `record_line_ends`); it grows to what a chunk may need, at
@@ -187,7 +188,13 @@ impl Parser {
             // The LF of a CR LF cut between chunks: the CR already ended the line. When the CR
             // is still carried, the LF joins it there (so that a later LF is not read as part
             // of the pair); when it was interpreted, the LF is dropped.
-            if !self.carry.is_empty() {
+            if let Some(cr) = self.carry.len().checked_sub(1) {
+                // The CR's recorded line end (if any) learns that an LF follows it.
+                if let Some(last) = self.carry_ends_len.checked_sub(1) {
+                    if line_end_and_next(self.carry_ends[last]).0 == cr {
+                        self.carry_ends[last] |= CR_LF;
+                    }
+                }
                 self.carry.push(b'\n');
                 self.carry_line = self.carry.len();
             }
@@ -226,10 +233,10 @@ impl Parser {
         let (mut first_now, mut last_now) = ((0, 0), (0, 0));
         let mut tail = 0;
         for (index, recorded) in new_ends[..found].iter_mut().enumerate() {
-            let end = usize::from(*recorded);
-            let next = after_line_end(chunk, end);
-            // From the chunk's start to the carry's (the sum is below `DEFER_LIMIT`).
-            *recorded = (base + end) as u16;
+            let (_, next) = line_end_and_next(*recorded);
+            // From the chunk's start to the carry's (the sum is below `DEFER_LIMIT`, so the
+            // CR LF bit is untouched).
+            *recorded += base as u16;
             if now {
                 last_now = (next, used + index + 1);
                 if first_now.0 == 0 {
@@ -416,10 +423,10 @@ impl Parser {
     ) {
         let bytes = text.as_bytes();
         let mut start = 0;
-        for &end in known.ends {
-            let end = usize::from(end).wrapping_sub(known.base);
-            self.line(borrowed, text, start, end, on);
-            start = after_line_end(bytes, end);
+        for &recorded in known.ends {
+            let (end, next) = line_end_and_next(recorded);
+            self.line(borrowed, text, start, end.wrapping_sub(known.base), on);
+            start = next.wrapping_sub(known.base);
         }
         let mut next_end = known.next_end.map(|end| end.wrapping_sub(known.base));
         while start < bytes.len() {
@@ -672,13 +679,31 @@ fn put_line_ends(
         let at = word_at + (mask.trailing_zeros() / 8) as usize;
         mask &= mask - 1;
         let byte = chunk[at];
-        // An LF right after a CR is the second half of a CR LF.
-        if byte == b'\r' || (byte == b'\n' && (at == 0 || chunk[at - 1] != b'\r')) {
-            ends[found] = at as u16;
+        if byte == b'\n' {
+            // An LF right after a CR is the second half of a CR LF.
+            if at == 0 || chunk[at - 1] != b'\r' {
+                ends[found] = at as u16;
+                found += 1;
+            }
+        } else if byte == b'\r' {
+            let pair = chunk.get(at + 1) == Some(&b'\n');
+            ends[found] = at as u16 | if pair { CR_LF } else { 0 };
             found += 1;
         }
     }
     found
+}
+
+/// The bit of a recorded line end (see `Parser::carry_ends`) that says it is the CR of a CR LF,
+/// so that where the next line starts is known without reading the bytes again. Positions are
+/// below [`DEFER_LIMIT`], far from this bit.
+const CR_LF: u16 = 0x8000;
+
+/// A recorded line end: where the line ends (its CR or LF) and where the next line starts.
+#[inline(always)]
+fn line_end_and_next(recorded: u16) -> (usize, usize) {
+    let end = usize::from(recorded & !CR_LF);
+    (end, end + 1 + usize::from(recorded >> 15))
 }
 
 /// Where the line after the line end at `end` starts (CR LF is one line end).
