@@ -13,10 +13,16 @@
 //!   instead of paying for every chunk (validation calls, value copies, a re-read carried line).
 //!   Lines with an immediate effect (comments, `retry`, the blank line) are always interpreted
 //!   in the call that completes them.
+//! - In a small chunk, one pass of word tests finds every line end, and the byte after each
+//!   tells whether the next line must be read now (a 256-entry table); the line ends are
+//!   recorded (`u16` positions in the carry), so lines are never searched for twice. Large
+//!   chunks are searched line by line (`memchr` on long lines) and read in place.
 //! - Field values of an event wholly inside one chunk are borrowed from the chunk, not copied
 //!   (see `Borrowed`); the common fields are recognised by comparing one 8-byte word.
 //! - Invalid bytes take a slow path: `<[u8]>::utf8_chunks` gives the valid runs and one U+FFFD
 //!   per invalid sequence, exactly as decoding the whole stream at once would.
+//!
+//! Why it is shaped this way, with instruction counts: docs/benchmarks.md, "SSE parser".
 
 use std::mem;
 
@@ -94,7 +100,7 @@ impl Event<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct Parser {
     /// Raw bytes received but not interpreted yet, starting at a line start: whole lines with no
-    /// effect before the next blank line (see [`deferrable`]), then the unterminated last line.
+    /// effect before the next blank line (see [`IMMEDIATE`]), then the unterminated last line.
     /// Cleared, never shrunk, so steady state does not allocate.
     carry: Vec<u8>,
     /// Where the unterminated last line of `carry` starts (`carry.len()` when `carry` ends with
@@ -102,11 +108,10 @@ pub struct Parser {
     carry_line: usize,
     /// Where each whole line of `carry` ends (its CR or LF, with [`CR_LF`] set when an LF
     /// follows), found when its bytes arrived, so that they are not searched for again when
-    /// read: the first `carry_ends_len` entries.
-    /// Positions are below [`DEFER_LIMIT`] (only a carry that small records them), so they fit
-    /// in `u16`. A buffer written by index rather than pushed to, so that the loop that fills
-    /// it has no call in it (see `record_line_ends`); it grows to what a chunk may need, at
-    /// most [`DEFER_LIMIT`] entries.
+    /// read: the first `carry_ends_len` entries. Positions are below [`DEFER_LIMIT`] (only a
+    /// carry that small records them), so they fit in `u16`. A buffer written by index rather
+    /// than pushed to, so that the loop that fills it has no call in it (see
+    /// `record_line_ends`); it grows to what a chunk may need, at most [`DEFER_LIMIT`] entries.
     carry_ends: Vec<u16>,
     /// How many entries of `carry_ends` are in use.
     carry_ends_len: usize,
