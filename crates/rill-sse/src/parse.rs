@@ -291,16 +291,18 @@ impl Parser {
     /// no whole lines afterwards).
     #[inline(never)]
     fn feed_large(&mut self, chunk: &[u8], on: &mut impl FnMut(Item<'_>)) {
-        let Some(last_end) = rfind_line_end(chunk) else {
+        // Forwards first (memchr's forward loop is the faster one, and a chunk inside a long
+        // line has no line end at all), then backwards from the end to that first line end.
+        let Some(first_end) = find_line_end(chunk) else {
             // No line end: the whole chunk continues the carried line.
             self.carry.extend_from_slice(chunk);
             return;
         };
+        let last_end = rfind_line_end(&chunk[first_end..]).map_or(first_end, |at| first_end + at);
         let p = last_end + 1;
         let mut q = 0;
         if !self.carry.is_empty() {
-            let first_end;
-            (q, first_end) = self.after_first_immediate(chunk, p);
+            q = self.after_first_immediate(chunk, first_end, p);
             // The carried line ends at the chunk's first line end: tell the reader, so that a
             // long carried line is not searched again.
             let ends = mem::take(&mut self.carry_ends);
@@ -316,19 +318,16 @@ impl Parser {
         self.carry_line = 0;
     }
 
-    /// For a chunk that follows carried bytes: where the first line with an immediate effect
-    /// ends in `chunk` (after its line end), or `p` when none ends before `p`; and where the
-    /// chunk's first line end is (the end of the carried line). Lines are searched for at most
-    /// [`DEFER_LIMIT`] bytes past the first: beyond that, the cut is after the first line, so a
-    /// chunk of many lines that can wait is not searched twice.
-    fn after_first_immediate(&self, chunk: &[u8], p: usize) -> (usize, usize) {
+    /// For a chunk that follows carried bytes, whose first line end is `first_end`: where the
+    /// first line with an immediate effect ends in `chunk` (after its line end), or `p` when
+    /// none ends before `p`. Lines are searched for at most [`DEFER_LIMIT`] bytes past the
+    /// first: beyond that, the cut is after the first line, so a chunk of many lines that can
+    /// wait is not searched twice.
+    fn after_first_immediate(&self, chunk: &[u8], first_end: usize, p: usize) -> usize {
+        let first_next = after_line_end(chunk, first_end);
         let mut start = 0;
-        let mut first_line = None;
-        while start < p {
-            let Some(offset) = find_line_end(&chunk[start..p]) else {
-                break;
-            };
-            let end = start + offset;
+        let mut end = first_end;
+        loop {
             let head = if start == 0 && self.carry_line < self.carry.len() {
                 self.carry[self.carry_line]
             } else {
@@ -336,17 +335,22 @@ impl Parser {
                 chunk[start]
             };
             let next = after_line_end(chunk, end);
-            let (first_end, first_next) = *first_line.get_or_insert((end, next));
             if IMMEDIATE[usize::from(head)] {
-                return (next, first_end);
+                return next;
+            }
+            if next >= p {
+                return p;
             }
             if next - first_next > DEFER_LIMIT {
-                return (first_next, first_end);
+                return first_next;
             }
             start = next;
+            // `p` is after a line end, so there is one before it.
+            end = match find_line_end(&chunk[start..p]) {
+                Some(offset) => start + offset,
+                None => return p,
+            };
         }
-        // `p` is after a line end, so the loop found at least one.
-        (p, first_line.map_or(p - 1, |(end, _)| end))
     }
 
     /// Interprets the carried bytes followed by `rest` (whole lines: `rest` ends with a line
