@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use rill_sse::{Item, Parser};
@@ -121,6 +121,7 @@ fn fixed_chunks(name: &str, events: &[Vec<u8>], size: usize) -> Scenario {
     }
 }
 
+#[inline(never)]
 fn rill(scenario: &Scenario) -> u64 {
     let mut parser = Parser::new();
     let mut events = 0u64;
@@ -137,6 +138,7 @@ fn rill(scenario: &Scenario) -> u64 {
     events
 }
 
+#[inline(never)]
 fn eventsource_stream(scenario: &Scenario) -> u64 {
     let chunks = futures::stream::iter(scenario.chunks().map(Ok::<_, Infallible>));
     let mut stream = chunks.eventsource();
@@ -155,6 +157,7 @@ fn eventsource_stream(scenario: &Scenario) -> u64 {
 }
 
 /// The floor: find every LF in every chunk and nothing else.
+#[inline(never)]
 fn memchr_scan(scenario: &Scenario) -> u64 {
     let mut lines = 0u64;
     for chunk in scenario.chunks() {
@@ -163,16 +166,39 @@ fn memchr_scan(scenario: &Scenario) -> u64 {
     lines
 }
 
-fn bench(c: &mut Criterion) {
+fn scenarios() -> [Scenario; 4] {
     let small = small_events(20_000);
     let large = large_events(64);
-    let scenarios = [
+    [
         three_per_event("small", &small),
         fixed_chunks("small", &small, 16 * 1024),
         three_per_event("large", &large),
         fixed_chunks("large", &large, 16 * 1024),
-    ];
-    for scenario in &scenarios {
+    ]
+}
+
+/// `RILL_SSE_BENCH_ONCE=<part of a scenario name>`: runs each parser once on the matching
+/// scenarios instead of timing them, for counting instructions under valgrind, where each
+/// parser's run is the cost of its function (`rill`, `eventsource_stream`) alone:
+/// `valgrind --tool=callgrind --toggle-collect='parse::rill' <bench binary>` (see
+/// docs/benchmarks.md). Growing the buffers is counted too, a few allocations per run.
+fn run_once(filter: &str) {
+    for scenario in scenarios().iter().filter(|s| s.name.contains(filter)) {
+        black_box(rill(scenario));
+        black_box(eventsource_stream(scenario));
+        black_box(memchr_scan(scenario));
+        eprintln!(
+            "{}: {} events, {} bytes, {} chunks, each parser ran once",
+            scenario.name,
+            scenario.events,
+            scenario.bytes.len(),
+            scenario.chunks.len()
+        );
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    for scenario in &scenarios() {
         // Every parser must see every event, or the comparison means nothing.
         assert_eq!(rill(scenario), scenario.events, "{}: rill", scenario.name);
         assert_eq!(
@@ -209,4 +235,11 @@ criterion_group! {
         .sample_size(20);
     targets = bench
 }
-criterion_main!(benches);
+fn main() {
+    if let Some(filter) = std::env::var_os("RILL_SSE_BENCH_ONCE") {
+        run_once(&filter.to_string_lossy());
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
