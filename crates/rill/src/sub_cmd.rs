@@ -1,5 +1,14 @@
 //! `rill sub`: subscribe to rill topics, or to any SSE endpoint by URL ("curl for SSE"), and
 //! print events as they come, resuming after drops.
+//!
+//! A GET stream that ends is opened again, as `EventSource` does. A POST (any method but GET)
+//! is different: re-sending it repeats whatever it did (a chat message would be sent twice), so
+//! after a cut it is re-sent *with* `Last-Event-ID` (a server like rill resumes the same
+//! exchange), but when it ends normally `rill sub` stops, unless `--resend` asks for the
+//! EventSource behaviour. A stream whose last event is rill's `event: error` with
+//! `"reconnect": true` (a graceful shutdown, a maximum duration) did not end normally: it is
+//! re-sent too. A `204 No Content` is the server saying there is nothing more: the end, not an
+//! error.
 
 use std::io::Write;
 use std::time::Duration;
@@ -7,8 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use futures::{Stream, StreamExt};
-use rill_client::reqwest::Method;
-use rill_client::{Client, Error, RetryPolicy, SseItem, SseRequest, TopicStream, Url};
+use rill_client::reqwest::{Method, StatusCode};
+use rill_client::{Client, Error, Event, RetryPolicy, SseItem, SseRequest, TopicStream, Url};
 use serde_json::{Value, json};
 
 /// Where the rill server is and how to authenticate: shared by the client subcommands.
@@ -63,6 +72,12 @@ pub(crate) struct SubArgs {
     #[arg(short = 'd', long, value_name = "DATA")]
     data: Option<String>,
 
+    /// Also re-send a POST (any method but GET) when its stream ends normally, with
+    /// `Last-Event-ID`, as EventSource does for GET. Without it such a stream is re-sent only
+    /// after a cut, and `rill sub` stops when it ends.
+    #[arg(long)]
+    resend: bool,
+
     /// Resume after this event id (sent as `Last-Event-ID`).
     #[arg(long, value_name = "ID")]
     last_event_id: Option<String>,
@@ -95,6 +110,8 @@ async fn run(args: SubArgs) -> anyhow::Result<()> {
         .targets
         .iter()
         .any(|t| t.starts_with("http://") || t.starts_with("https://"));
+    // Whether a normal end of the stream is the end of `rill sub` (see the module docs).
+    let mut stop_at_end = false;
     let mut request = if url_mode {
         let [target] = args.targets.as_slice() else {
             bail!("give either topic names or one URL, not both or several URLs");
@@ -108,6 +125,7 @@ async fn run(args: SubArgs) -> anyhow::Result<()> {
                 .unwrap_or(if args.data.is_some() { "POST" } else { "GET" });
         let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .with_context(|| format!("invalid method {method:?}"))?;
+        stop_at_end = method != Method::GET && !args.resend;
         // The token is for the rill server: it goes to a URL of the same origin only, never to
         // whatever other host the URL names.
         if url.origin() == client.base_url().origin() {
@@ -116,8 +134,10 @@ async fn run(args: SubArgs) -> anyhow::Result<()> {
             SseRequest::new(client.http().clone(), method, url)
         }
     } else {
-        if args.method.is_some() || args.data.is_some() {
-            bail!("-X/--method and -d/--data apply to a URL; topics are subscribed with GET");
+        if args.method.is_some() || args.data.is_some() || args.resend {
+            bail!(
+                "-X/--method, -d/--data and --resend apply to a URL; topics are subscribed with GET"
+            );
         }
         client.topics().subscribe_request(&args.targets)?
     };
@@ -145,22 +165,35 @@ async fn run(args: SubArgs) -> anyhow::Result<()> {
         .comments(args.json)
         .state_changes(true);
 
-    let printer = Printer { json: args.json };
+    let printer = Printer {
+        json: args.json,
+        stop_at_end,
+    };
     if url_mode {
         printer
-            .print_all(request.stream(), |event| {
+            .print_all(request.stream(), asks_to_come_back, |event| {
                 let line = json!({ "event": event.event, "data": event.data, "id": event.id });
                 (format!("{} {}", event.event, event.data), line)
             })
             .await
     } else {
-        printer.print_all(TopicStream::new(request.stream()), |event| {
+        printer.print_all(TopicStream::new(request.stream()), |_| false, |event| {
             let data = event.data.to_string();
             let line = json!({ "topic": event.topic, "event": event.event, "data": event.data, "id": event.id });
             (format!("{} {} {data}", event.topic, event.event), line)
         })
         .await
     }
+}
+
+/// rill's last event of a stream it ends but wants resumed: `event: error` with
+/// `"reconnect": true` (docs/api.md: `server_shutdown`, `stream_duration`, `slow_consumer`).
+fn asks_to_come_back(event: &Event) -> bool {
+    event.event == "error"
+        && serde_json::from_str::<Value>(&event.data)
+            .ok()
+            .and_then(|data| data.get("reconnect")?.as_bool())
+            == Some(true)
 }
 
 /// Reads `-d` data: `@path` is a file, `-` is standard input, anything else is the data itself.
@@ -179,26 +212,41 @@ pub(crate) fn read_data(data: &str) -> anyhow::Result<Vec<u8>> {
 
 struct Printer {
     json: bool,
+    /// Stop, successfully, when the stream ends normally instead of reconnecting.
+    stop_at_end: bool,
 }
 
 impl Printer {
     /// Prints every item of `stream` until it ends (Ok) or fails for good (Err, after printing
-    /// the error line in JSON mode). `format` gives an event's human line and JSON object.
+    /// the error line in JSON mode). `format` gives an event's human line and JSON object. A
+    /// `204 No Content`, and with `stop_at_end` a normal end, end it with Ok (and an `end` line
+    /// in JSON mode); but not an end right after an event for which `come_back` holds.
     async fn print_all<E>(
         &self,
         mut stream: impl Stream<Item = Result<SseItem<E>, Error>> + Unpin,
+        come_back: impl Fn(&E) -> bool,
         format: impl Fn(E) -> (String, Value),
     ) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
+        // The last event asked the client to reconnect after the end.
+        let mut asked_back = false;
         while let Some(item) = stream.next().await {
             let line = match item {
                 Ok(SseItem::Event(event)) => {
+                    asked_back = come_back(&event);
                     let (human, json) = format(event);
                     if self.json { json.to_string() } else { human }
                 }
                 Ok(SseItem::Comment(text)) if self.json => json!({ "comment": text }).to_string(),
                 Ok(SseItem::Open { url }) if self.json => {
                     json!({ "open": { "url": url.as_str() } }).to_string()
+                }
+                Ok(SseItem::Reconnecting {
+                    error: Error::Disconnected,
+                    ..
+                }) if self.stop_at_end && !asked_back => return self.end(&mut stdout, "ended"),
+                Err(Error::Status { status, .. }) if status == StatusCode::NO_CONTENT => {
+                    return self.end(&mut stdout, "no_content");
                 }
                 Ok(SseItem::Reconnecting {
                     error,
@@ -239,6 +287,21 @@ impl Printer {
                     return Ok(());
                 }
                 return Err(error).context("cannot write to standard output");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Printer {
+    /// The end of the output: `{"end":{"reason":...}}` in JSON mode, nothing otherwise.
+    fn end(&self, stdout: &mut std::io::Stdout, reason: &str) -> anyhow::Result<()> {
+        if self.json {
+            match writeln!(stdout, "{}", json!({ "end": { "reason": reason } })) {
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(error).context("cannot write to standard output");
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -1,5 +1,7 @@
 //! `rill sub` and `rill pub` as a user runs them: the real binary against `rill serve`, and
-//! `rill sub --json URL` against a scripted SSE server of this test's own (not rill).
+//! `rill sub --json URL` against a scripted SSE server of this test's own (not rill): a POST is
+//! re-sent with `Last-Event-ID` after a cut but not after a normal end (unless `--resend`, or
+//! rill's last `error` event asks to come back), a GET reconnects, a 204 ends it all.
 
 // Helpers panic on a broken setup, like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -59,7 +61,7 @@ impl Sub {
 }
 
 #[tokio::test]
-async fn sub_json_url_prints_events_comments_reconnects_and_fails_on_401() {
+async fn sub_json_url_with_resend_prints_events_comments_reconnects_and_fails_on_401() {
     let server = TestServer::start(|n, request| match n {
         0 => Reply::sse(": hello\nretry: 5\nid: 1\nevent: tick\ndata: one\n\n").ending(End::Drop),
         1 => {
@@ -82,6 +84,8 @@ async fn sub_json_url_prints_events_comments_reconnects_and_fails_on_401() {
         r#"{"q":"x"}"#,
         "--last-event-id",
         "0",
+        // A POST is re-sent after its normal end only when asked.
+        "--resend",
     ]));
     let mut lines = Vec::new();
     for _ in 0..7 {
@@ -159,6 +163,124 @@ async fn sub_url_rejects_a_wrong_content_type_and_keeps_the_token_home() {
         None,
         "the token is for the rill server only"
     );
+}
+
+/// Runs `rill sub --json ARGS` to its end; its output lines as JSON, and whether it succeeded.
+async fn sub_to_the_end(args: &[&str]) -> (Vec<Value>, bool, String) {
+    let output = rill().args(["sub", "--json"]).args(args).output();
+    let output = tokio::time::timeout(LIMIT, output)
+        .await
+        .expect("rill sub ends by itself")
+        .unwrap();
+    let lines = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (lines, output.status.success(), stderr)
+}
+
+/// The events of `lines` without the id: `[event, data]`.
+fn event_pairs(lines: &[Value]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .filter(|l| l.get("event").is_some())
+        .map(|l| {
+            let text = |v: &Value| v.as_str().unwrap().to_owned();
+            (text(&l["event"]), text(&l["data"]))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_post_stream_is_resent_after_a_cut_but_not_after_it_ends() {
+    let server = TestServer::start(|n, request| match n {
+        0 => Reply::sse("retry: 5\nid: 1\nevent: tick\ndata: one\n\n").ending(End::Drop),
+        1 => {
+            let after = request.header_str("last-event-id").unwrap_or_default();
+            Reply::sse(&format!("id: 2\ndata: after {after}\n\n"))
+        }
+        // Re-sending the POST again would repeat it (a second chat message).
+        _ => Reply::sse("id: 3\ndata: sent twice\n\n"),
+    })
+    .await;
+    let url = server.url("/chat").to_string();
+    let (lines, ok, stderr) = sub_to_the_end(&[&url, "-d", r#"{"content":"hi"}"#]).await;
+    assert!(ok, "a normal end is a success: {stderr}");
+    assert_eq!(
+        event_pairs(&lines),
+        [
+            ("tick".to_owned(), "one".to_owned()),
+            ("message".to_owned(), "after 1".to_owned())
+        ]
+    );
+    assert_eq!(lines.last().unwrap(), &json!({"end": {"reason": "ended"}}));
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "re-sent once, after the cut");
+    assert_eq!(requests[1].method, "POST");
+    assert_eq!(requests[1].body, br#"{"content":"hi"}"#);
+    assert_eq!(
+        requests[1].header_str("last-event-id").as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn a_post_stream_comes_back_when_rill_asks_and_a_204_ends_it() {
+    let server = TestServer::start(|n, _| match n {
+        // rill's last event when it ends a stream it wants resumed (a maximum duration).
+        0 => Reply::sse(concat!(
+            "retry: 5\nid: 1\ndata: one\n\n",
+            "event: error\ndata: {\"code\":\"stream_duration\",\"message\":\"m\",\"reconnect\":true}\n\n",
+        )),
+        // The exchange is over and the client has its last event: nothing more.
+        1 => Reply::status(204),
+        _ => Reply::sse("id: 3\ndata: sent twice\n\n"),
+    })
+    .await;
+    let url = server.url("/chat").to_string();
+    let (lines, ok, stderr) = sub_to_the_end(&[&url, "-d", "{}"]).await;
+    assert!(ok, "a 204 is the end, not a failure: {stderr}");
+    assert_eq!(
+        lines.last().unwrap(),
+        &json!({"end": {"reason": "no_content"}})
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[1].header_str("last-event-id").as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn a_get_stream_reconnects_after_it_ends_until_a_204() {
+    let server = TestServer::start(|n, _| match n {
+        0 => Reply::sse("retry: 5\nid: 1\ndata: one\n\n"),
+        1 => Reply::sse("id: 2\ndata: two\n\n"),
+        _ => Reply::status(204),
+    })
+    .await;
+    let url = server.url("/events").to_string();
+    let (lines, ok, stderr) = sub_to_the_end(&[&url]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(event_pairs(&lines).len(), 2);
+    assert_eq!(
+        lines.last().unwrap(),
+        &json!({"end": {"reason": "no_content"}})
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| r.method == "GET"));
+    assert_eq!(
+        requests[2].header_str("last-event-id").as_deref(),
+        Some("2")
+    );
+
+    // --resend is about re-sending a POST: refused for topics.
+    let (_, ok, stderr) = sub_to_the_end(&["news", "--resend"]).await;
+    assert!(!ok && stderr.contains("--resend"), "{stderr}");
 }
 
 /// A port nobody listens on right now, for `rill serve --listen`.
