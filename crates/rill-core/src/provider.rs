@@ -226,6 +226,9 @@ pub enum ProviderKind {
     Anthropic,
     /// The built-in offline model.
     Demo,
+    /// An app's own route speaking the Vercel AI SDK's UI message stream (e.g. a Next.js route
+    /// ending in `streamText(...).toUIMessageStreamResponse()`), at `base_url`.
+    AiSdk,
 }
 
 /// A configured bot (persona): who answers, with what model and instructions.

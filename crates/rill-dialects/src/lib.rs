@@ -15,8 +15,10 @@
 //! |---|---|---|
 //! | [`openai_chat`] | request body, chunk decoder | |
 //! | [`anthropic`] | request body, event decoder | |
+//! | [`ai_sdk`] | request body (UI messages), UI message chunk decoder | UI message stream encoder, stored message as `UIMessage` |
 //! | [`continuation`] | the answer so far as a prefill, per API | |
 
+pub mod ai_sdk;
 pub mod anthropic;
 pub mod continuation;
 pub mod openai_chat;

@@ -136,6 +136,16 @@ impl Upstream {
         &self,
         body: Vec<u8>,
     ) -> Result<(reqwest::Response, Instant), ProviderError> {
+        self.open_with(body, HeaderMap::new()).await
+    }
+
+    /// [`Upstream::open`] with headers of this request only (a signed identity) added to the
+    /// endpoint's own.
+    pub(crate) async fn open_with(
+        &self,
+        body: Vec<u8>,
+        extra: HeaderMap,
+    ) -> Result<(reqwest::Response, Instant), ProviderError> {
         // Shared, not copied, by every attempt.
         let body = bytes::Bytes::from(body);
         let max = self.settings.max_attempts.get();
@@ -147,6 +157,7 @@ impl Upstream {
                 .client
                 .post(self.url.clone())
                 .headers(self.headers.clone())
+                .headers(extra.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(reqwest::header::ACCEPT, "text/event-stream")
                 .body(body.clone());

@@ -1,4 +1,5 @@
-//! Streaming LLM providers: OpenAI-compatible, Anthropic Messages and the offline demo model.
+//! Streaming LLM providers: OpenAI-compatible, Anthropic Messages, an app's own AI SDK route
+//! and the offline demo model.
 //!
 //! [`build_provider`] turns a [`BotConfig`] into an [`rill_core::Provider`]; [`default_bots`] is
 //! the bot list when the configuration names none. Both HTTP providers read the upstream's SSE
@@ -10,6 +11,7 @@
 //! No API key reaches a log line or an error message: keys are read by variable name through
 //! the lookup the binary passes in, sent in sensitive headers, and scrubbed from upstream text.
 
+mod ai_sdk;
 mod anthropic;
 mod demo;
 mod http;
@@ -20,6 +22,9 @@ use std::sync::Arc;
 
 use rill_core::{BotConfig, Provider, ProviderError, ProviderErrorKind, ProviderKind};
 
+pub use ai_sdk::{
+    AiSdkProvider, SIGNATURE_HEADER, TIMESTAMP_HEADER, USER_HEADER, identity_headers,
+};
 pub use anthropic::{ANTHROPIC_VERSION, AnthropicProvider, DEFAULT_ANTHROPIC_BASE_URL};
 pub use demo::DemoProvider;
 pub use openai::{DEFAULT_OPENAI_BASE_URL, OpenAiProvider};
@@ -69,7 +74,8 @@ impl BotDefaults {
 }
 
 /// Builds the provider of a bot. `env` looks up environment variables by name (only the binary
-/// reads the environment); the bot's `api_key_env` names the one holding its key. Values of the
+/// reads the environment); the bot's `api_key_env` names the one holding its key (for an
+/// `ai_sdk` bot: the secret its identity headers are signed with). Values of the
 /// request (model, system prompt, temperature, max tokens) win over the bot's; the bot's fill
 /// what the request leaves out.
 ///
@@ -132,6 +138,37 @@ pub fn build_provider(
             )?;
             Ok(Arc::new(AnthropicProvider::new(upstream, defaults)))
         }
+        ProviderKind::AiSdk => {
+            // The route is the app's, so there is no default URL; and the identity rill
+            // forwards is worth nothing unsigned, so the secret is required.
+            if bot.base_url.is_none() {
+                return Err(ProviderError::new(
+                    ProviderErrorKind::Config,
+                    format!(
+                        "bot {}: an ai_sdk bot needs base_url, the URL of the app's route",
+                        bot.id
+                    ),
+                ));
+            }
+            let Some((secret, name)) = api_key(bot, env)? else {
+                return Err(ProviderError::new(
+                    ProviderErrorKind::Config,
+                    format!(
+                        "bot {}: an ai_sdk bot needs api_key_env, naming the variable that holds the secret its requests are signed with",
+                        bot.id
+                    ),
+                ));
+            };
+            let upstream = upstream(
+                bot,
+                "",
+                "",
+                reqwest::header::HeaderMap::new(),
+                Some((secret.clone(), name)),
+                settings,
+            )?;
+            Ok(Arc::new(AiSdkProvider::new(upstream, defaults, secret)))
+        }
     }
 }
 
@@ -172,8 +209,13 @@ fn upstream(
             format!("bot {}: base_url is not a valid http(s) URL", bot.id),
         )
     };
-    let url = reqwest::Url::parse(&format!("{}/{path}", base.trim_end_matches('/')))
-        .map_err(|_| bad_url())?;
+    // An empty `path`: the base URL is the endpoint itself (an app's route).
+    let url = if path.is_empty() {
+        reqwest::Url::parse(base)
+    } else {
+        reqwest::Url::parse(&format!("{}/{path}", base.trim_end_matches('/')))
+    }
+    .map_err(|_| bad_url())?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(bad_url());
     }

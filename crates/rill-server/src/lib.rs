@@ -1,4 +1,5 @@
-//! The HTTP face of rill (axum): health, topics, chats, auth, CORS, TLS/h2, metrics, the page.
+//! The HTTP face of rill (axum): health, topics, chats, the AI SDK face, auth, CORS, TLS/h2,
+//! metrics, the page.
 //!
 //! **Invariant:** only this crate knows axum and hyper. It owns no domain logic: it validates
 //! input, calls the hub, the chat engine and the store, and maps their errors to [`ApiError`].
@@ -7,6 +8,7 @@
 //! [`serve`] runs it on a listener until a shutdown token fires, then drains streams.
 
 mod accept;
+mod ai_sdk;
 mod auth;
 mod chats;
 mod cors;
@@ -199,6 +201,7 @@ pub fn app(state: AppState) -> Router {
         .merge(page::router())
         .merge(topics::router())
         .merge(chats::router())
+        .merge(ai_sdk::router())
         .merge(metrics::router())
         .merge(tickets::router())
         .fallback(error::not_found_route)

@@ -59,6 +59,32 @@ pub(crate) fn respond(
     slot: StreamSlot,
     chunks: impl Stream<Item = Bytes> + Send + 'static,
 ) -> Response {
+    respond_closing(state, principal, slot, chunks, rill_closing)
+}
+
+/// How a stream's own end (shutdown, maximum duration, credential expiry) is told to the
+/// client: `code`, `message`, whether to reconnect. A face whose client takes only its own
+/// frames (the AI SDK's chunks) writes it its way.
+pub(crate) type Closing = fn(code: &str, message: &str, reconnect: bool) -> Bytes;
+
+/// rill's own: `event: error` with `{"code","message","reconnect"}`.
+fn rill_closing(code: &str, message: &str, reconnect: bool) -> Bytes {
+    let data =
+        serde_json::json!({ "code": code, "message": message, "reconnect": reconnect }).to_string();
+    let mut out = Vec::with_capacity(data.len() + 32);
+    // No id: the client's Last-Event-ID stays that of the last event it really got.
+    let _ = rill_sse::encode_event(&mut out, None, Some("error"), &data);
+    Bytes::from(out)
+}
+
+/// [`respond`] with the stream's own end written by `closing`.
+pub(crate) fn respond_closing(
+    state: &AppState,
+    principal: &Principal,
+    slot: StreamSlot,
+    chunks: impl Stream<Item = Bytes> + Send + 'static,
+    closing: Closing,
+) -> Response {
     let config = &state.config.streams;
     let now = Instant::now();
     let mut deadline: Option<(Instant, End)> = config
@@ -82,6 +108,7 @@ pub(crate) fn respond(
         retry_ms: config.retry.as_millis() as u64,
         started: false,
         done: false,
+        closing,
         _slot: slot,
     };
     let body = futures::stream::unfold(transport, |mut t| async move {
@@ -140,6 +167,7 @@ struct Transport {
     retry_ms: u64,
     started: bool,
     done: bool,
+    closing: Closing,
     /// Counts this stream against the limits until the body is dropped.
     _slot: StreamSlot,
 }
@@ -211,11 +239,6 @@ impl Transport {
                 false,
             ),
         };
-        let data = serde_json::json!({ "code": code, "message": message, "reconnect": reconnect })
-            .to_string();
-        let mut out = Vec::with_capacity(data.len() + 32);
-        // No id: the client's Last-Event-ID stays that of the last event it really got.
-        let _ = rill_sse::encode_event(&mut out, None, Some("error"), &data);
-        Bytes::from(out)
+        (self.closing)(code, message, reconnect)
     }
 }
