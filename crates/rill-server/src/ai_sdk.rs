@@ -16,7 +16,6 @@
 //! The stored history is the truth: the client's `messages` never rewrite it.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,17 +27,20 @@ use rill_dialects::ai_sdk::{STREAM_HEADER, UiStream, error_frames, ui_message};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::json::{ApiPath, ApiQuery, read_body, require_json};
 use crate::limits::StreamSlot;
+use crate::openapi::{ErrorBody, UiMessage};
+use crate::routes::Routes;
 use crate::{ApiError, AppState, Principal, sse};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/ai-sdk/chat", post(chat))
-        .route("/api/ai-sdk/chat/{id}/stream", get(resume))
-        .route("/api/ai-sdk/chat/{id}/stop", post(stop))
-        .route("/api/ai-sdk/chat/{id}/messages", get(messages))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .route("/api/ai-sdk/chat", &["POST"], post(chat))
+        .route("/api/ai-sdk/chat/{id}/stream", &["GET"], get(resume))
+        .route("/api/ai-sdk/chat/{id}/stop", &["POST"], post(stop))
+        .route("/api/ai-sdk/chat/{id}/messages", &["GET"], get(messages))
 }
 
 /// The largest request body. The transport sends the whole conversation each time, although
@@ -47,14 +49,21 @@ pub(crate) fn router() -> Router<AppState> {
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// What `DefaultChatTransport` POSTs. Other fields (the app's own `body`) are ignored.
-#[derive(Deserialize)]
-struct ChatRequest {
-    /// The chat id the client chose.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"id": "chat-1", "trigger": "submit-message", "messages": [
+    {"id": "msg-1", "role": "user", "parts": [{"type": "text", "text": "Hello"}]}
+]}))]
+pub(crate) struct ChatRequest {
+    /// The chat id the client chose (created on first use, owned by the caller).
     id: String,
-    /// Kept unparsed: only the last one is read.
+    /// The conversation as `UIMessage`s; only the last one is read: for `submit-message` a
+    /// user's message with text, whose `id` is the exchange's idempotency key.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     messages: Vec<Box<RawValue>>,
+    /// `submit-message` (the default) or `regenerate-message`.
     #[serde(default)]
+    #[schema(pattern = "^(submit-message|regenerate-message)$")]
     trigger: Option<String>,
     /// The bot of a chat this request creates; the first configured bot when absent.
     #[serde(default)]
@@ -70,7 +79,29 @@ struct UiMessageIn {
     parts: Vec<Value>,
 }
 
-async fn chat(
+#[utoipa::path(
+    post,
+    path = "/api/ai-sdk/chat",
+    tag = "ai-sdk",
+    summary = "Send (or regenerate) as `useChat` does",
+    description = "The answer streams as the AI SDK's UI message stream (SSE, \
+                   `x-vercel-ai-ui-message-stream: v1`), from `start` to `[DONE]`. A repeated \
+                   request with the same last message id gets the first one's exchange.",
+    request_body(content = ChatRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The UI message stream.", content(("text/event-stream")),
+         headers(("x-vercel-ai-ui-message-stream" = String, description = "`v1`."))),
+        (status = 400, description = "`invalid_body`, `invalid_json`, `invalid_trigger`, \
+         `unsupported_message`, `empty_content`, `invalid_content`, `invalid_idempotency_key`, \
+         `invalid_chat_id`.", body = ErrorBody),
+        (status = 404, description = "`not_found` (regenerating a chat that does not exist), `unknown_bot`.", body = ErrorBody),
+        (status = 409, description = "`generation_running`, `chat_id_taken`, `nothing_to_answer`.", body = ErrorBody),
+        (status = 413, description = "`content_too_long`, `body_too_large`.", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`.", body = ErrorBody),
+        (status = 429, description = "`too_many_user_streams`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn chat(
     State(state): State<AppState>,
     principal: Principal,
     request: Request,
@@ -246,7 +277,20 @@ fn closing(_code: &str, message: &str, _reconnect: bool) -> Bytes {
 /// `GET /api/ai-sdk/chat/{id}/stream`: the running answer from its start, or `204`. A chat
 /// that does not exist (a new chat's first page load) or is not the caller's is `204` too: the
 /// client must not see an error, and learns nothing.
-async fn resume(
+#[utoipa::path(
+    get,
+    path = "/api/ai-sdk/chat/{id}/stream",
+    tag = "ai-sdk",
+    summary = "Resume the running answer (`resumeStream()`)",
+    params(("id" = String, Path, description = "The chat's id.")),
+    responses(
+        (status = 200, description = "The running answer's UI message stream, from its start.",
+         content(("text/event-stream"))),
+        (status = 204, description = "No answer runs (or no such chat of the caller's)."),
+        (status = 429, description = "`too_many_user_streams`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn resume(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
@@ -269,7 +313,33 @@ async fn resume(
 
 /// `POST /api/ai-sdk/chat/{id}/stop`: the engine's stop (the upstream request is closed, the
 /// text kept, the status `stopped`); the answer as a `UIMessage`.
-async fn stop(
+/// The stopped answer, as a `UIMessage`.
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct UiStopped {
+    message: UiMessage,
+}
+
+/// A page of the stored history as `UIMessage`s.
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct UiMessagePage {
+    messages: Vec<UiMessage>,
+    /// The `before` of the next (older) page; `null` on the last one.
+    next_before: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/ai-sdk/chat/{id}/stop",
+    tag = "ai-sdk",
+    summary = "Stop the answer being written",
+    params(("id" = String, Path, description = "The chat's id.")),
+    responses(
+        (status = 200, description = "The stopped answer.", body = UiStopped),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+        (status = 409, description = "`not_generating`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn stop(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
@@ -279,7 +349,7 @@ async fn stop(
 }
 
 #[derive(Deserialize)]
-struct MessagesQuery {
+pub(crate) struct MessagesQuery {
     before: Option<String>,
     limit: Option<String>,
 }
@@ -291,7 +361,19 @@ const MAX_LIMIT: u32 = 100;
 /// most 100, by default 100; older pages with `before` = `next_before`), oldest first, as
 /// `UIMessage`s, without the answer still being written. Empty for a chat that does not exist
 /// or is not the caller's.
-async fn messages(
+#[utoipa::path(
+    get,
+    path = "/api/ai-sdk/chat/{id}/messages",
+    tag = "ai-sdk",
+    summary = "The stored history as `UIMessage`s",
+    params(("id" = String, Path, description = "The chat's id."), crate::chats::MessagePageParams),
+    responses(
+        (status = 200, description = "The newest page, oldest first, without the answer being \
+         written; empty for a chat that is not the caller's.", body = UiMessagePage),
+        (status = 400, description = "`invalid_cursor`, `invalid_limit`, `bad_query`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn messages(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,

@@ -7,7 +7,6 @@
 //! (`rill-hub`) runs it.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,28 +16,40 @@ use rill_chat::protocol::PlainText;
 use rill_chat::{ChatError, Plan, Resume, Sent};
 use rill_core::Topic;
 use rill_core::chat::{Chat, Message, PageCursor};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::{MintingPrincipal, StreamPrincipal};
 use crate::json::{ApiPath, ApiQuery, JsonBody, read_body, require_json};
 use crate::limits::StreamSlot;
+use crate::openapi::{ErrorBody, MessageSchema};
+use crate::routes::Routes;
+use crate::tickets::TicketResponse;
 use crate::{ApiError, AppState, Principal, sse};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/bots", get(list_bots))
-        .route("/api/chats", post(create_chat).get(list_chats))
-        .route("/api/chats/{id}", get(get_chat).delete(delete_chat))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .route("/api/bots", &["GET"], get(list_bots))
+        .route(
+            "/api/chats",
+            &["GET", "POST"],
+            post(create_chat).get(list_chats),
+        )
+        .route(
+            "/api/chats/{id}",
+            &["GET", "DELETE"],
+            get(get_chat).delete(delete_chat),
+        )
         .route(
             "/api/chats/{id}/messages",
+            &["GET", "POST"],
             get(list_messages).post(send_message),
         )
-        .route("/api/chats/{id}/regenerate", post(regenerate))
-        .route("/api/chats/{id}/stop", post(stop))
-        .route("/api/chats/{id}/events", get(chat_events))
-        .route("/api/chats/{id}/ticket", post(ticket))
+        .route("/api/chats/{id}/regenerate", &["POST"], post(regenerate))
+        .route("/api/chats/{id}/stop", &["POST"], post(stop))
+        .route("/api/chats/{id}/events", &["GET"], get(chat_events))
+        .route("/api/chats/{id}/ticket", &["POST"], post(ticket))
 }
 
 /// The largest page of a listing.
@@ -83,34 +94,73 @@ impl From<ChatError> for ApiError {
     }
 }
 
-async fn list_bots(
+/// A configured bot.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BotView {
+    #[schema(example = "demo")]
+    id: String,
+    name: String,
+    description: String,
+    /// `openai`, `anthropic`, `demo` or `ai_sdk`.
+    #[schema(value_type = String)]
+    provider: rill_core::provider::ProviderKind,
+    model: String,
+}
+
+/// The configured bots.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BotList {
+    bots: Vec<BotView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/bots",
+    tag = "chats",
+    summary = "The configured bots",
+    responses((status = 200, description = "The bots.", body = BotList)),
+)]
+pub(crate) async fn list_bots(
     State(state): State<AppState>,
     _principal: Principal,
 ) -> Result<Response, ApiError> {
-    let bots: Vec<serde_json::Value> = state
+    let bots = state
         .chat()?
         .bots()
         .iter()
-        .map(|b| {
-            json!({
-                "id": b.config.id,
-                "name": b.config.name,
-                "description": b.config.description,
-                "provider": b.config.provider,
-                "model": b.config.model,
-            })
+        .map(|b| BotView {
+            id: b.config.id.clone(),
+            name: b.config.name.clone(),
+            description: b.config.description.clone(),
+            provider: b.config.provider,
+            model: b.config.model.clone(),
         })
         .collect();
-    Ok(Json(json!({ "bots": bots })).into_response())
+    Ok(Json(BotList { bots }).into_response())
 }
 
-#[derive(Deserialize)]
+/// A new chat with a bot.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateChat {
+#[schema(example = json!({"bot": "demo"}))]
+pub(crate) struct CreateChat {
+    /// The bot's id (`GET /api/bots`).
+    #[schema(example = "demo")]
     bot: String,
 }
 
-async fn create_chat(
+#[utoipa::path(
+    post,
+    path = "/api/chats",
+    tag = "chats",
+    summary = "Create a chat",
+    request_body(content = CreateChat, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The chat.", body = ChatView),
+        (status = 404, description = "`unknown_bot`: no such bot is configured.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_chat(
     State(state): State<AppState>,
     principal: Principal,
     JsonBody(body): JsonBody<CreateChat>,
@@ -119,13 +169,13 @@ async fn create_chat(
         .chat()?
         .create_chat(&principal.user, &body.bot)
         .await?;
-    Ok((StatusCode::CREATED, Json(chat_view(&chat))).into_response())
+    Ok((StatusCode::CREATED, Json(ChatView::of(&chat))).into_response())
 }
 
 /// Query parameters of listings. Unknown ones (`access_token`, cache-busters like `_=1`) are
 /// ignored, as on every route.
 #[derive(Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     bot: Option<String>,
     before: Option<String>,
     limit: Option<String>,
@@ -160,7 +210,54 @@ fn page_params(
     Ok((before, limit))
 }
 
-async fn list_chats(
+/// The parameters of a listing page.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from `ListQuery`; this is its description.
+pub(crate) struct PageParams {
+    /// Only chats with this bot (`GET /api/chats`).
+    bot: Option<String>,
+    /// `next_before` of the previous page: older items.
+    #[param(pattern = "^c[0-9]{1,18}$")]
+    before: Option<String>,
+    /// Items per page, 1 to 100 (20 by default).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+}
+
+/// The parameters of a message listing page.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from `ListQuery`; this is its description.
+pub(crate) struct MessagePageParams {
+    /// `next_before` of the previous page: older messages.
+    #[param(pattern = "^c[0-9]{1,18}$")]
+    before: Option<String>,
+    /// Messages per page, 1 to 100 (20 by default).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+}
+
+/// A page of the caller's chats, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ChatPage {
+    chats: Vec<ChatView>,
+    /// The `before` of the next (older) page; `null` on the last one.
+    next_before: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/chats",
+    tag = "chats",
+    summary = "The caller's chats",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of chats, newest first.", body = ChatPage),
+        (status = 400, description = "`invalid_cursor`, `invalid_limit`, `bad_query`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_chats(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -172,34 +269,81 @@ async fn list_chats(
         .list_chats(&principal.user, q.bot.as_deref(), before, limit)
         .await
         .map_err(ChatError::from)?;
-    let chats: Vec<_> = page.items.iter().map(chat_view).collect();
-    Ok(Json(json!({ "chats": chats, "next_before": page.next_before })).into_response())
-}
-
-fn chat_view(chat: &Chat) -> serde_json::Value {
-    json!({
-        "id": chat.id,
-        "bot": chat.bot_id,
-        "title": chat.title,
-        "created_at_ms": chat.created_at_ms,
-        "updated_at_ms": chat.updated_at_ms,
-        "events_url": format!("/api/chats/{}/events", chat.id),
+    let chats = page.items.iter().map(ChatView::of).collect();
+    Ok(Json(ChatPage {
+        chats,
+        next_before: page.next_before,
     })
+    .into_response())
 }
 
-async fn get_chat(
+/// A chat.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ChatView {
+    id: String,
+    /// The bot's id.
+    bot: String,
+    /// From the first message, once there is one.
+    title: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    /// The chat's event stream.
+    events_url: String,
+    /// `GET /api/chats/{id}` only: the id of the answer being written, or `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generating: Option<Option<String>>,
+}
+
+impl ChatView {
+    fn of(chat: &Chat) -> Self {
+        ChatView {
+            id: chat.id.clone(),
+            bot: chat.bot_id.clone(),
+            title: chat.title.clone(),
+            created_at_ms: chat.created_at_ms,
+            updated_at_ms: chat.updated_at_ms,
+            events_url: format!("/api/chats/{}/events", chat.id),
+            generating: None,
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/chats/{id}",
+    tag = "chats",
+    summary = "A chat",
+    params(("id" = String, Path, description = "The chat's id.")),
+    responses(
+        (status = 200, description = "The chat, with `generating`.", body = ChatView),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_chat(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let engine = state.chat()?;
     let chat = engine.chat(&principal.user, &id).await?;
-    let mut view = chat_view(&chat);
-    view["generating"] = json!(engine.snapshot(&id).await?.map(|s| s.message.id));
+    let mut view = ChatView::of(&chat);
+    view.generating = Some(engine.snapshot(&id).await?.map(|s| s.message.id));
     Ok(Json(view).into_response())
 }
 
-async fn delete_chat(
+#[utoipa::path(
+    delete,
+    path = "/api/chats/{id}",
+    tag = "chats",
+    summary = "Delete a chat",
+    description = "Deletes the chat and its messages; its open streams end.",
+    params(("id" = String, Path, description = "The chat's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete_chat(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
@@ -208,7 +352,28 @@ async fn delete_chat(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_messages(
+/// A page of a chat's messages, oldest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MessagePage {
+    #[schema(value_type = Vec<MessageSchema>)]
+    messages: Vec<Message>,
+    /// The `before` of the next (older) page; `null` on the last one.
+    next_before: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/chats/{id}/messages",
+    tag = "chats",
+    summary = "A chat's messages",
+    params(("id" = String, Path, description = "The chat's id."), MessagePageParams),
+    responses(
+        (status = 200, description = "The newest page of messages, oldest first.", body = MessagePage),
+        (status = 400, description = "`invalid_cursor`, `invalid_limit`, `bad_query`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_messages(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
@@ -222,13 +387,17 @@ async fn list_messages(
         .list_messages(&id, before, limit)
         .await
         .map_err(ChatError::from)?;
-    Ok(Json(json!({ "messages": page.items, "next_before": page.next_before })).into_response())
+    Ok(Json(MessagePage {
+        messages: page.items,
+        next_before: page.next_before,
+    })
+    .into_response())
 }
 
 /// A chat request's JSON body. Its size limit follows `max_content_chars` (four bytes a
 /// character in UTF-8, six when JSON escapes one), so the content limit, counted in
 /// characters, is what refuses long messages, in any script.
-struct ChatBody<T>(T);
+pub(crate) struct ChatBody<T>(T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ChatBody<T> {
     type Rejection = ApiError;
@@ -251,10 +420,32 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ChatBody<T> {
     }
 }
 
-#[derive(Deserialize)]
+/// A message to send.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SendMessage {
+#[schema(example = json!({"content": "Hello"}))]
+pub(crate) struct SendMessage {
+    /// The text: not blank, no NUL, at most `max_content_chars` characters.
     content: String,
+}
+
+/// `202 Accepted`: the exchange, answered in the background.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    #[schema(value_type = MessageSchema)]
+    user_message: Message,
+    /// `streaming` until the answer ends.
+    #[schema(value_type = MessageSchema)]
+    assistant_message: Message,
+    /// The chat's event stream, to follow the answer.
+    events_url: String,
+}
+
+/// The stopped answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Stopped {
+    #[schema(value_type = MessageSchema)]
+    message: Message,
 }
 
 /// How the sender wants the answer, from its `Accept` header.
@@ -279,7 +470,7 @@ fn style(headers: &HeaderMap) -> Style {
 }
 
 #[derive(Deserialize)]
-struct EventsQuery {
+pub(crate) struct EventsQuery {
     last_event_id: Option<String>,
 }
 
@@ -296,7 +487,44 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-async fn send_message(
+#[utoipa::path(
+    post,
+    path = "/api/chats/{id}/messages",
+    tag = "chats",
+    summary = "Send a message",
+    description = "Stores the message and starts the answer. The `Accept` header picks the \
+                   response: `text/event-stream` streams this exchange's chat events until its \
+                   `message.completed`; `text/plain` streams only the answer's text (a body cut \
+                   without its last chunk when the answer does not complete); anything else, or \
+                   none, gets `202` with both messages. A `Last-Event-ID` of this chat (with \
+                   `Accept: text/event-stream`) resumes the exchange it belongs to instead of \
+                   sending anything: the rest of its events, or `204` when the client already \
+                   has its last one. An `Idempotency-Key` makes a repeated request return the \
+                   first one's exchange (`Idempotent-Replayed: true`).",
+    params(
+        ("id" = String, Path, description = "The chat's id."),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "A key of the client's choosing: a repeated request with it returns the first one's exchange."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume the exchange this event belongs to."),
+        ("last_event_id" = Option<String>, Query, description = "As `Last-Event-ID` (the header wins)."),
+    ),
+    request_body(content = SendMessage, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The answer, streamed (by `Accept`).", content(
+            ("text/event-stream"),
+            (String = "text/plain; charset=utf-8"),
+        ), headers(("X-Rill-Message-Id" = String, description = "With `text/plain`: the answer's id."))),
+        (status = 202, description = "The exchange; the answer runs in the background.", body = Accepted),
+        (status = 204, description = "A resume whose client already has the exchange's last event."),
+        (status = 400, description = "`empty_content`, `invalid_content`, `invalid_idempotency_key`, \
+         `invalid_last_event_id`, `invalid_json`, `invalid_body`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+        (status = 409, description = "`generation_running`: an answer is being written in this chat.", body = ErrorBody),
+        (status = 413, description = "`content_too_long`, `body_too_large`.", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key was used with another request.", body = ErrorBody),
+        (status = 429, description = "`too_many_user_streams` (a streamed answer).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn send_message(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
@@ -334,7 +562,26 @@ async fn send_message(
     answer(&state, &principal, style, slot, sent).await
 }
 
-async fn regenerate(
+#[utoipa::path(
+    post,
+    path = "/api/chats/{id}/regenerate",
+    tag = "chats",
+    summary = "Answer the last question again",
+    description = "Replaces the last answer with a new one; the response styles are those of \
+                   sending (by `Accept`).",
+    params(("id" = String, Path, description = "The chat's id.")),
+    responses(
+        (status = 200, description = "The answer, streamed (by `Accept`).", content(
+            ("text/event-stream"),
+            (String = "text/plain; charset=utf-8"),
+        )),
+        (status = 202, description = "The exchange; the answer runs in the background.", body = Accepted),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+        (status = 409, description = "`generation_running`; `nothing_to_answer`: no question to answer.", body = ErrorBody),
+        (status = 429, description = "`too_many_user_streams` (a streamed answer).", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn regenerate(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
@@ -382,11 +629,11 @@ async fn answer(
             plain_text(slot, stream, &sent.assistant_message)
         }
         _ => {
-            let body = json!({
-                "user_message": sent.user_message,
-                "assistant_message": sent.assistant_message,
-                "events_url": format!("/api/chats/{chat_id}/events"),
-            });
+            let body = Accepted {
+                user_message: sent.user_message,
+                assistant_message: sent.assistant_message,
+                events_url: format!("/api/chats/{chat_id}/events"),
+            };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
     };
@@ -452,18 +699,43 @@ fn plain_text(slot: StreamSlot, stream: rill_hub::HubStream, answer: &Message) -
     response
 }
 
-async fn stop(
+#[utoipa::path(
+    post,
+    path = "/api/chats/{id}/stop",
+    tag = "chats",
+    summary = "Stop the answer being written",
+    params(("id" = String, Path, description = "The chat's id.")),
+    responses(
+        (status = 200, description = "The stopped answer (`stopped`, with the text that had arrived).", body = Stopped),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+        (status = 409, description = "`not_generating`: no answer is being written.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn stop(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let message = state.chat()?.stop(&principal.user, &id).await?;
-    Ok(Json(json!({ "message": message })).into_response())
+    Ok(Json(Stopped { message }).into_response())
 }
 
 /// `POST /api/chats/{id}/ticket`: a one-time ticket to open this chat's event stream, so a
 /// long-lived token never sits in an `EventSource` URL.
-async fn ticket(
+#[utoipa::path(
+    post,
+    path = "/api/chats/{id}/ticket",
+    tag = "chats",
+    summary = "A one-time ticket for the chat's event stream",
+    params(("id" = String, Path, description = "The chat's id.")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The ticket.", body = TicketResponse),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+        (status = 429, description = "`too_many_tickets`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn ticket(
     State(state): State<AppState>,
     MintingPrincipal(principal): MintingPrincipal,
     ApiPath(id): ApiPath<String>,
@@ -471,12 +743,37 @@ async fn ticket(
     state.chat()?.chat(&principal.user, &id).await?;
     let tickets = state.config.auth.tickets();
     let ticket = tickets.issue(&principal, &[Topic::for_chat(&id)])?;
-    Ok(Json(json!({ "ticket": ticket, "expires_in": tickets.ttl().as_secs() })).into_response())
+    Ok(Json(TicketResponse {
+        ticket,
+        expires_in: tickets.ttl().as_secs(),
+    })
+    .into_response())
 }
 
 /// `GET /api/chats/{id}/events`: the chat's live stream for every tab (see
 /// `rill_chat::ChatEngine::follow` for where it starts).
-async fn chat_events(
+#[utoipa::path(
+    get,
+    path = "/api/chats/{id}/events",
+    tag = "chats",
+    summary = "The chat's event stream (SSE)",
+    description = "The chat's events for every tab: from the current message (a `snapshot` \
+                   first while an answer runs), or resumed exactly after `Last-Event-ID`; \
+                   `reset` with a reason when that is impossible. The stream stays open.",
+    params(
+        ("id" = String, Path, description = "The chat's id."),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this id (the header wins)."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id."),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("access_token" = []), ("ticket" = [])),
+    responses(
+        (status = 200, description = "The event stream.", content(("text/event-stream"))),
+        (status = 403, description = "`forbidden`: the ticket is not for this chat.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such chat (or another user's).", body = ErrorBody),
+        (status = 429, description = "`too_many_user_streams`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn chat_events(
     State(state): State<AppState>,
     StreamPrincipal(principal): StreamPrincipal,
     ApiPath(id): ApiPath<String>,

@@ -18,7 +18,9 @@ mod json;
 mod limits;
 mod listen;
 mod metrics;
+mod openapi;
 mod page;
+mod routes;
 pub(crate) mod sse;
 mod stall;
 mod tickets;
@@ -196,7 +198,17 @@ impl AppState {
 /// The whole router.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
-    let router = Router::new()
+    // Every route comes from the route table (`routes`), which the OpenAPI tests check.
+    let router = api_routes()
+        .into_router()
+        .fallback(error::not_found_route)
+        .with_state(state);
+    edge_layers(router, &config)
+}
+
+/// Every route of the API, as one table (see `routes`).
+pub(crate) fn api_routes() -> routes::Routes {
+    routes::Routes::new()
         .merge(health::router())
         .merge(page::router())
         .merge(topics::router())
@@ -204,9 +216,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ai_sdk::router())
         .merge(metrics::router())
         .merge(tickets::router())
-        .fallback(error::not_found_route)
-        .with_state(state);
-    edge_layers(router, &config)
+        .merge(openapi::router())
 }
 
 /// What wraps every route, outermost first: CORS (so preflights are answered before anything

@@ -5,19 +5,33 @@
 
 use std::fmt::Write as _;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::AppState;
+use crate::routes::Routes;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/metrics", crate::topics::only(Method::GET, get(metrics)))
+pub(crate) fn router() -> Routes {
+    Routes::new().route(
+        "/metrics",
+        &["GET"],
+        crate::topics::only(Method::GET, get(metrics)),
+    )
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "The hub's counters in the Prometheus text exposition format (docs/api.md \
+                   lists them).",
+    responses((status = 200, description = "The metrics.",
+               content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)),
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let m = state.hub.metrics().snapshot();
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {

@@ -8,13 +8,13 @@
 
 use std::sync::LazyLock;
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::{ApiError, AppState};
+use crate::ApiError;
+use crate::routes::Routes;
 
 /// One embedded file.
 struct Asset {
@@ -88,17 +88,48 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         .collect()
 });
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/{name}", get(asset))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .route("/", &["GET"], get(index))
+        .route("/assets/{name}", &["GET"], get(asset))
 }
 
-async fn index(headers: HeaderMap) -> Response {
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "page",
+    summary = "The chat page",
+    params(("If-None-Match" = Option<String>, Header, description = "An `ETag` of the page: `304` when it did not change.")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html; charset=utf-8", body = String),
+        (status = 304, description = "Not modified."),
+    ),
+)]
+pub(crate) async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers).unwrap_or_else(|e| e.into_response())
 }
 
-async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+#[utoipa::path(
+    get,
+    path = "/assets/{name}",
+    tag = "page",
+    summary = "A file of the chat page",
+    params(
+        ("name" = String, Path, description = "`app.js`, `style.css`, `favicon.svg`, ..."),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` of the file: `304` when it did not change."),
+    ),
+    responses(
+        (status = 200, description = "The file.", content(
+            (String = "text/javascript; charset=utf-8"),
+            (String = "text/css; charset=utf-8"),
+            (String = "text/html; charset=utf-8"),
+            (String = "image/svg+xml"),
+        )),
+        (status = 304, description = "Not modified."),
+        (status = 404, description = "`not_found`: no such asset.", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     serve(&name, &headers).unwrap_or_else(|e| e.into_response())
 }
 

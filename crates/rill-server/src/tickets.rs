@@ -22,11 +22,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use axum::{Json, Router};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
@@ -36,14 +36,17 @@ use rill_core::{BrokerError, SpentSet, Topic};
 
 use crate::auth::{MintingPrincipal, Principal, unauthorized};
 use crate::json::JsonBody;
+use crate::openapi::ErrorBody;
+use crate::routes::Routes;
 use crate::{ApiError, AppState};
 
 /// The most topics one ticket may name.
 pub(crate) const MAX_TICKET_TOPICS: usize = 64;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route(
+pub(crate) fn router() -> Routes {
+    Routes::new().route(
         "/api/stream-tickets",
+        &["POST"],
         crate::topics::only(axum::http::Method::POST, post(create)),
     )
 }
@@ -392,20 +395,45 @@ impl SpentSet for MemorySpentSet {
     }
 }
 
-#[derive(Deserialize)]
+/// The topics a ticket is for.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TicketRequest {
+#[schema(example = json!({"topics": ["orders"]}))]
+pub(crate) struct TicketRequest {
+    /// 1 to 64 public topics the credential may subscribe to.
+    #[schema(min_items = 1, max_items = 64)]
     topics: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct TicketResponse {
-    ticket: String,
-    expires_in: u64,
+/// A one-time stream ticket.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TicketResponse {
+    /// Opens one stream, once (`?ticket=`).
+    pub(crate) ticket: String,
+    /// Seconds it stays valid.
+    pub(crate) expires_in: u64,
 }
 
 /// `POST /api/stream-tickets` with `{"topics": [...]}`.
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/stream-tickets",
+    tag = "tickets",
+    summary = "A one-time ticket for a topics stream",
+    description = "Trades a token (header or cookie, never a URL credential) for a ticket that \
+                   opens `GET /api/events` on these topics once (`?ticket=`).",
+    request_body(content = TicketRequest, content_type = "application/json"),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The ticket.", body = TicketResponse),
+        (status = 400, description = "`invalid_topics`, `invalid_topic`, `reserved_topic`, \
+         `invalid_json`, `invalid_body`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the token may not subscribe to a topic; \
+         `cross_origin_forbidden`.", body = ErrorBody),
+        (status = 429, description = "`too_many_tickets`: this user has as many unexpired tickets as allowed.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create(
     State(state): State<AppState>,
     MintingPrincipal(principal): MintingPrincipal,
     JsonBody(request): JsonBody<TicketRequest>,

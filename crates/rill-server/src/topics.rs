@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -21,15 +20,22 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::json::ApiQuery;
+use crate::openapi::ErrorBody;
+use crate::routes::Routes;
 use crate::{ApiError, AppState, Principal, StreamPrincipal, sse};
 
 /// Event names the topics API keeps for its own stream events.
 const RESERVED_EVENT_NAMES: [&str; 2] = ["reset", "error"];
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/topics/{*rest}", only(Method::POST, post(publish)))
-        .route("/api/events", only(Method::GET, get(subscribe)))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .route_as(
+            "/api/topics/{*rest}",
+            "/api/topics/{topic}/events",
+            &["POST"],
+            only(Method::POST, post(publish)),
+        )
+        .route("/api/events", &["GET"], only(Method::GET, get(subscribe)))
 }
 
 /// A route answering other methods with a JSON 405 (and the `Allow` header).
@@ -72,17 +78,49 @@ fn forbidden(what: &str, topic: &Topic) -> ApiError {
     )
 }
 
-#[derive(Deserialize)]
+/// An event to publish.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PublishBody<'a> {
+#[schema(example = json!({"event": "order.created", "data": {"id": 42}}))]
+pub(crate) struct PublishBody<'a> {
+    /// The SSE event name: 1 to 64 visible ASCII characters; `message` when absent; `reset`
+    /// and `error` are reserved.
     #[serde(default, borrow)]
+    #[schema(value_type = Option<String>, pattern = "^[!-~]{1,64}$")]
     event: Option<Cow<'a, str>>,
+    /// Any JSON (at most `max_event_size` bytes), delivered as sent.
     #[serde(borrow)]
+    #[schema(value_type = serde_json::Value)]
     data: &'a RawValue,
 }
 
+/// A published event's id (a `Last-Event-ID` for this topic).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Published {
+    #[schema(example = "1bq4xkz9v0m3.8ocfez.1")]
+    id: String,
+}
+
 /// `POST /api/topics/{topic}/events`.
-async fn publish(
+#[utoipa::path(
+    post,
+    path = "/api/topics/{topic}/events",
+    tag = "topics",
+    summary = "Publish an event",
+    params(("topic" = String, Path, pattern = "^[A-Za-z0-9.:@-][A-Za-z0-9_.:@-]*(/[A-Za-z0-9_.:@-]+)*$", max_length = 200,
+            description = "The topic (it may contain `/`)")),
+    request_body(content = PublishBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Published.", body = Published),
+        (status = 400, description = "`bad_topic`, `reserved_topic`, `bad_event_name`, \
+         `reserved_event_name`, `invalid_json`, `invalid_body`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the token may not publish to this topic; \
+         `cross_origin_forbidden`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: the path does not end in `/events`.", body = ErrorBody),
+        (status = 413, description = "`event_too_large`, `body_too_large`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn publish(
     State(state): State<AppState>,
     principal: Principal,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
@@ -141,7 +179,7 @@ async fn publish(
         .await
         .map_err(ApiError::broker)?;
     let id = Hub::single_topic_id(&published.epoch, &topic, published.offset);
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+    Ok((StatusCode::CREATED, Json(Published { id })).into_response())
 }
 
 fn event_too_large(max: usize) -> ApiError {
@@ -180,7 +218,29 @@ fn compact_json(json: &str) -> Bytes {
 }
 
 /// `GET /api/events?topic=a&topic=b[&last_event_id=...]`.
-async fn subscribe(
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "topics",
+    summary = "Subscribe to topics (SSE)",
+    description = "The topics' events as `text/event-stream`, live or resumed exactly after \
+                   `Last-Event-ID`; `reset` when that is impossible. The stream stays open.",
+    params(
+        ("topic" = Vec<String>, Query, style = Form, explode, description = "The topics (1 to `max_topics`; repeat the parameter)."),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this id (the header wins)."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id."),
+    ),
+    security(("bearer" = []), ("cookie" = []), ("access_token" = []), ("ticket" = [])),
+    responses(
+        (status = 200, description = "The event stream.", content(("text/event-stream"))),
+        (status = 400, description = "`missing_topic`, `bad_topic`, `reserved_topic`, \
+         `too_many_topics`, `bad_query`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the credential may not subscribe to a topic.", body = ErrorBody),
+        (status = 429, description = "`too_many_user_streams`: the user has as many streams open as allowed.", body = ErrorBody),
+        (status = 503, description = "`too_many_streams`, `draining`, `broker_unavailable`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn subscribe(
     State(state): State<AppState>,
     StreamPrincipal(principal): StreamPrincipal,
     headers: HeaderMap,
