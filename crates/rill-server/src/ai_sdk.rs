@@ -59,7 +59,7 @@ pub(crate) struct ChatRequest {
     /// The conversation as `UIMessage`s; only the last one is read: for `submit-message` a
     /// user's message with text, whose `id` is the exchange's idempotency key.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<UiMessageInput>, min_items = 1)]
     messages: Vec<Box<RawValue>>,
     /// `submit-message` (the default) or `regenerate-message`.
     #[serde(default)]
@@ -68,6 +68,19 @@ pub(crate) struct ChatRequest {
     /// The bot of a chat this request creates; the first configured bot when absent.
     #[serde(default)]
     bot: Option<String>,
+}
+
+/// A `UIMessage` of a request: its `id` (for the last one, the exchange's idempotency key),
+/// `role` and `parts` (the text of `text` parts is the question).
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes `UiMessageIn` and the messages before it; never built.
+pub(crate) struct UiMessageInput {
+    #[schema(pattern = "^[!-~]{1,255}$")]
+    id: String,
+    #[schema(value_type = crate::openapi::RoleSchema)]
+    role: String,
+    #[schema(value_type = Vec<Object>)]
+    parts: Vec<Value>,
 }
 
 /// A `UIMessage`, as much of it as a question needs.
@@ -109,12 +122,7 @@ pub(crate) async fn chat(
     let engine = state.chat()?;
     require_json(request.headers())?;
     let body = read_body(request.into_body(), MAX_BODY).await?;
-    let body: ChatRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::bad_request("invalid_body", format!("unexpected body: {e}"))
-        }
-        _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
-    })?;
+    let body: ChatRequest = crate::json::parse_object(&body)?;
     let user = &principal.user;
     let question = match body.trigger.as_deref().unwrap_or("submit-message") {
         "submit-message" => Some(question(engine, &body.messages)?),
@@ -159,10 +167,10 @@ fn question(engine: &ChatEngine, messages: &[Box<RawValue>]) -> Result<(String, 
             "`messages` is empty: there is nothing to answer",
         )
     })?;
-    let message: UiMessageIn = serde_json::from_str(last.get()).map_err(|e| {
+    let message: UiMessageIn = crate::json::parse_object(last.get().as_bytes()).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
-            format!("the last message is not a UIMessage: {e}"),
+            format!("the last message is not a UIMessage: {}", e.message),
         )
     })?;
     if message.role != "user" {

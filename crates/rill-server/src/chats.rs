@@ -410,13 +410,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ChatBody<T> {
             .map_or(0, |e| e.settings().max_content_chars);
         let limit = chars.saturating_mul(6).saturating_add(4096);
         let body = read_body(request.into_body(), limit).await?;
-        let value = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::bad_request("invalid_body", format!("unexpected body: {e}"))
-            }
-            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
-        })?;
-        Ok(ChatBody(value))
+        crate::json::parse_object(&body).map(ChatBody)
     }
 }
 

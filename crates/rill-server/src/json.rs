@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::{ApiError, AppState};
@@ -27,14 +28,35 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         require_json(request.headers())?;
         let body = read_body(request.into_body(), state.config.streams.max_body_size()).await?;
-        let value = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::bad_request("invalid_body", format!("unexpected body: {e}"))
-            }
-            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
-        })?;
-        Ok(JsonBody(value))
+        parse_object(&body).map(JsonBody)
     }
+}
+
+/// Parses a request body that must be a JSON object into `T`: `400 invalid_json` when it is not
+/// JSON, `invalid_body` when it is JSON of another shape.
+///
+/// Every body of the API is an object, and this is checked before serde sees it: serde's
+/// derived `Deserialize` also takes a struct from an array of its fields in order, so without
+/// it `[null, null]` published an event and `["demo"]` created a chat.
+pub(crate) fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    let invalid_json = |e: serde_json::Error| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    };
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::bad_request("invalid_body", "the body must be a JSON object"),
+                Err(e) => invalid_json(e),
+            },
+        );
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::bad_request("invalid_body", format!("unexpected body: {e}"))
+        }
+        _ => invalid_json(e),
+    })
 }
 
 /// 415 unless the request says its body is JSON.
@@ -146,6 +168,32 @@ mod tests {
         ApiQuery::<Page>::from_request_parts(&mut parts, &())
             .await
             .map(|ApiQuery(page)| page)
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        a: Option<String>,
+    }
+
+    #[test]
+    fn a_body_is_a_json_object() {
+        assert!(parse_object::<Body>(br#" {"a": "x"}"#).is_ok());
+        // serde alone takes a struct from an array of its fields.
+        assert!(serde_json::from_slice::<Body>(b"[null]").is_ok());
+        for (body, code) in [
+            (&b"[null]"[..], "invalid_body"),
+            (b" [\"x\"]", "invalid_body"),
+            (b"null", "invalid_body"),
+            (b"1", "invalid_body"),
+            (b"[1", "invalid_json"),
+            (b"", "invalid_json"),
+            (b"{", "invalid_json"),
+            (br#"{"a": 1}"#, "invalid_body"),
+        ] {
+            let error = parse_object::<Body>(body).expect_err("refused");
+            assert_eq!((error.status.as_u16(), error.code), (400, code), "{body:?}");
+        }
     }
 
     #[tokio::test]

@@ -134,6 +134,8 @@ pub(crate) fn document(jwt: bool) -> utoipa::openapi::OpenApi {
         RoleSchema,
         MessageStatusSchema,
         UiMessage,
+        crate::topics::TopicName,
+        crate::ai_sdk::UiMessageInput,
     )),
     modifiers(&SecuritySchemes, &EdgeErrors),
     tags(
@@ -232,6 +234,7 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 /// Adds the errors the edge (and the shared extractors) may answer on an operation, where the
 /// operation's own annotation does not already list that status:
 ///
+/// - every operation: `431` (a request head over 8 KiB, answered by the HTTP layer);
 /// - every `/api/` operation: `400` (a malformed query string or path), `401` (no or a bad
 ///   credential; removed in auth mode `none`), `500`, `503` (draining, broker unavailable);
 /// - a state-changing one (`POST`, `DELETE`): `403 cross_origin_forbidden`;
@@ -250,6 +253,22 @@ impl Modify for EdgeErrors {
             ];
             for (method, operation) in methods {
                 let Some(operation) = operation else { continue };
+                let responses = &mut operation.responses.responses;
+                if !responses.contains_key("431") {
+                    // Written by the HTTP layer before any route runs: the one error that is
+                    // not JSON (docs/api.md).
+                    responses.insert(
+                        "431".to_owned(),
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(
+                                    "The request head (request line and headers) is larger \
+                                     than 8 KiB; an empty body.",
+                                )
+                                .build(),
+                        ),
+                    );
+                }
                 let mut add = |status: &str, description: &str| {
                     let responses = &mut operation.responses.responses;
                     if !responses.contains_key(status) {

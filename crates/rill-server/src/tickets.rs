@@ -401,7 +401,7 @@ impl SpentSet for MemorySpentSet {
 #[schema(example = json!({"topics": ["orders"]}))]
 pub(crate) struct TicketRequest {
     /// 1 to 64 public topics the credential may subscribe to.
-    #[schema(min_items = 1, max_items = 64)]
+    #[schema(value_type = Vec<crate::topics::TopicName>, min_items = 1, max_items = 64)]
     topics: Vec<String>,
 }
 

@@ -94,6 +94,17 @@ pub(crate) struct PublishBody<'a> {
     data: &'a RawValue,
 }
 
+/// A public topic name: 1 to 200 of `A-Z a-z 0-9 _ - . : @ /`, no leading, trailing or double
+/// `/`; names starting with `_` belong to rill (`rill_core::Topic`).
+#[derive(utoipa::ToSchema)]
+#[schema(
+    pattern = "^[A-Za-z0-9.:@-][A-Za-z0-9_.:@-]*(/[A-Za-z0-9_.:@-]+)*$",
+    max_length = 200,
+    example = "orders"
+)]
+#[allow(dead_code)] // Describes topic names; never built.
+pub(crate) struct TopicName(String);
+
 /// A published event's id (a `Last-Event-ID` for this topic).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct Published {
@@ -143,14 +154,15 @@ pub(crate) async fn publish(
     crate::json::require_json(&headers)?;
     let limits = &state.config.streams;
     let body = crate::json::read_body(body, limits.max_body_size()).await?;
-    let parsed: PublishBody<'_> =
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::bad_request(
-                "invalid_body",
-                format!("the body must be {{\"event\": \"<name>\", \"data\": <any JSON>}}: {e}"),
-            ),
-            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
-        })?;
+    let parsed: PublishBody<'_> = crate::json::parse_object(&body).map_err(|mut e| {
+        if e.code == "invalid_body" {
+            e.message = format!(
+                "the body must be {{\"event\": \"<name>\", \"data\": <any JSON>}}: {}",
+                e.message
+            );
+        }
+        e
+    })?;
     let event = parsed.event.as_deref().unwrap_or("message");
     if !valid_event_name(event) {
         return Err(ApiError::bad_request(
@@ -226,7 +238,7 @@ fn compact_json(json: &str) -> Bytes {
     description = "The topics' events as `text/event-stream`, live or resumed exactly after \
                    `Last-Event-ID`; `reset` when that is impossible. The stream stays open.",
     params(
-        ("topic" = Vec<String>, Query, style = Form, explode, description = "The topics (1 to `max_topics`; repeat the parameter)."),
+        ("topic" = Vec<TopicName>, Query, style = Form, explode, min_items = 1, description = "The topics (1 to `max_topics`, 32 by default; repeat the parameter)."),
         ("last_event_id" = Option<String>, Query, description = "Resume after this id (the header wins)."),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id."),
     ),
