@@ -172,15 +172,15 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
-    struct Body {
+    struct Shape {
         a: Option<String>,
     }
 
     #[test]
     fn a_body_is_a_json_object() {
-        assert!(parse_object::<Body>(br#" {"a": "x"}"#).is_ok());
+        assert!(parse_object::<Shape>(br#" {"a": "x"}"#).is_ok());
         // serde alone takes a struct from an array of its fields.
-        assert!(serde_json::from_slice::<Body>(b"[null]").is_ok());
+        assert!(serde_json::from_slice::<Shape>(b"[null]").is_ok());
         for (body, code) in [
             (&b"[null]"[..], "invalid_body"),
             (b" [\"x\"]", "invalid_body"),
@@ -191,7 +191,7 @@ mod tests {
             (b"{", "invalid_json"),
             (br#"{"a": 1}"#, "invalid_body"),
         ] {
-            let error = parse_object::<Body>(body).expect_err("refused");
+            let error = parse_object::<Shape>(body).expect_err("refused");
             assert_eq!((error.status.as_u16(), error.code), (400, code), "{body:?}");
         }
     }
