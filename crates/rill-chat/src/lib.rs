@@ -28,5 +28,5 @@ mod prompt;
 #[cfg(feature = "engine")]
 pub use engine::{
     AskOptions, Bot, ChatEngine, ChatError, EngineSettings, Plan, Question, Resume, Sent, Snapshot,
-    ToolOutput, control_topic,
+    ToolOutput, control_topic, validate_key,
 };

@@ -468,17 +468,19 @@ pub(crate) struct EventsQuery {
     last_event_id: Option<String>,
 }
 
-/// The `Idempotency-Key` header, if any.
+/// The `Idempotency-Key` header, if any, checked by the engine's rule for keys.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => v.to_str().map(|s| Some(s.trim().to_owned())).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "an Idempotency-Key is visible ASCII",
-            )
-        }),
-    }
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map(str::trim).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "an Idempotency-Key is visible ASCII",
+        )
+    })?;
+    rill_chat::validate_key(key)?;
+    Ok(Some(key.to_owned()))
 }
 
 #[utoipa::path(
@@ -529,6 +531,8 @@ pub(crate) async fn send_message(
     let engine = state.chat()?;
     let style = style(&headers);
     engine.check_can_answer(&principal.user, &id).await?;
+    // Every header is checked before the request is acted on, a resume included.
+    let key = idempotency_key(&headers)?;
     // A client that retries its POST after a cut (`fetch-event-source`, `requests-sse`) sends
     // the id of the last event it got: it wants the rest of its exchange, not a new message.
     if let Some(last_id) = sse::last_event_id(&headers, q.last_event_id) {
@@ -544,7 +548,6 @@ pub(crate) async fn send_message(
             Resume::Stream(plan) => stream(&state, &principal, slot, plan).await,
         };
     }
-    let key = idempotency_key(&headers)?;
     // Every limit is checked before anything is stored: a refused request changes nothing.
     let slot = match style {
         Style::Sse | Style::Plain => Some(stream_slot(&state, &principal)?),

@@ -216,6 +216,19 @@ async fn an_idempotency_key_returns_the_same_exchange() {
     let response = post(&server, &chat, &[("idempotency-key", "a b")], "x").await;
     assert_eq!(response.status(), 400);
     assert_eq!(messages(&server, &chat).await.len(), 2);
+    // A resume too checks every header before acting (found by schemathesis: a bad key on a
+    // POST with `Last-Event-ID` used to be ignored and the stream resumed).
+    let bad_key = ("idempotency-key", "a b");
+    let response = post(
+        &server,
+        &chat,
+        &[bad_key, SSE, ("last-event-id", "x.y.1")],
+        "x",
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_idempotency_key");
 }
 
 /// `GET .../events` opened right after a 202 (as the docs suggest) starts at the current

@@ -624,8 +624,10 @@ impl ChatEngine {
     }
 }
 
-/// A client key is 1 to [`MAX_CLIENT_KEY_LEN`] visible ASCII characters.
-fn validate_key(key: &str) -> Result<(), ChatError> {
+/// A client key is 1 to [`MAX_CLIENT_KEY_LEN`] visible ASCII characters (`400
+/// invalid_idempotency_key` otherwise). The HTTP face checks a request's key with it before
+/// acting on the request at all.
+pub fn validate_key(key: &str) -> Result<(), ChatError> {
     if key.is_empty()
         || key.len() > MAX_CLIENT_KEY_LEN
         || !key.bytes().all(|b| b.is_ascii_graphic())
