@@ -87,7 +87,7 @@ for mode in $MODES; do
     for accept in text/event-stream text/plain; do
         printf '\n--- schemathesis, auth mode %s, the answers with Accept: %s\n' "$mode" "$accept"
         schemathesis "auth mode $mode, Accept: $accept" --max-examples "$(( (EXAMPLES + 4) / 5 ))" \
-            --include-path-regex '^/api/(chats/\{id\}/(messages|regenerate)|ai-sdk/chat)$' \
+            --include-path-regex '^/api/(chats|chats/\{id\}/(messages|regenerate)|ai-sdk/chat)$' \
             --header "Accept: $accept" "${auth[@]}"
     done
     stop_rill

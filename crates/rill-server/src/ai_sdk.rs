@@ -95,6 +95,7 @@ struct UiMessageIn {
 #[utoipa::path(
     post,
     path = "/api/ai-sdk/chat",
+    operation_id = "ai_sdk_chat",
     tag = "ai-sdk",
     summary = "Send (or regenerate) as `useChat` does",
     description = "The answer streams as the AI SDK's UI message stream (SSE, \
@@ -288,6 +289,7 @@ fn closing(_code: &str, message: &str, _reconnect: bool) -> Bytes {
 #[utoipa::path(
     get,
     path = "/api/ai-sdk/chat/{id}/stream",
+    operation_id = "ai_sdk_resume",
     tag = "ai-sdk",
     summary = "Resume the running answer (`resumeStream()`)",
     params(("id" = String, Path, description = "The chat's id.")),
@@ -338,6 +340,7 @@ pub(crate) struct UiMessagePage {
 #[utoipa::path(
     post,
     path = "/api/ai-sdk/chat/{id}/stop",
+    operation_id = "ai_sdk_stop",
     tag = "ai-sdk",
     summary = "Stop the answer being written",
     params(("id" = String, Path, description = "The chat's id.")),
@@ -372,6 +375,7 @@ const MAX_LIMIT: u32 = 100;
 #[utoipa::path(
     get,
     path = "/api/ai-sdk/chat/{id}/messages",
+    operation_id = "ai_sdk_messages",
     tag = "ai-sdk",
     summary = "The stored history as `UIMessage`s",
     params(("id" = String, Path, description = "The chat's id."), crate::chats::MessagePageParams),

@@ -156,7 +156,12 @@ pub(crate) struct CreateChat {
     summary = "Create a chat",
     request_body(content = CreateChat, content_type = "application/json"),
     responses(
-        (status = 201, description = "The chat.", body = ChatView),
+        (status = 201, description = "The chat.", body = ChatView, links(
+            ("GetChat" = (operation_id = "get_chat", parameters(("id" = "$response.body#/id")))),
+            ("SendMessage" = (operation_id = "send_message", parameters(("id" = "$response.body#/id")))),
+            ("StopAnswer" = (operation_id = "stop_answer", parameters(("id" = "$response.body#/id")))),
+            ("AiSdkStop" = (operation_id = "ai_sdk_stop", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 404, description = "`unknown_bot`: no such bot is configured.", body = ErrorBody),
     ),
 )]
@@ -699,6 +704,7 @@ fn plain_text(slot: StreamSlot, stream: rill_hub::HubStream, answer: &Message) -
 #[utoipa::path(
     post,
     path = "/api/chats/{id}/stop",
+    operation_id = "stop_answer",
     tag = "chats",
     summary = "Stop the answer being written",
     params(("id" = String, Path, description = "The chat's id.")),
@@ -722,6 +728,7 @@ pub(crate) async fn stop(
 #[utoipa::path(
     post,
     path = "/api/chats/{id}/ticket",
+    operation_id = "chat_ticket",
     tag = "chats",
     summary = "A one-time ticket for the chat's event stream",
     params(("id" = String, Path, description = "The chat's id.")),

@@ -497,6 +497,7 @@ mod tests {
             let doc = json_doc(jwt);
             assert_eq!(doc["openapi"], "3.1.0");
             let mut documented = BTreeSet::new();
+            let mut operation_ids = BTreeSet::new();
             for (path, item) in doc["paths"].as_object().expect("paths") {
                 for (method, operation) in item.as_object().expect("a path item") {
                     assert!(
@@ -505,8 +506,33 @@ mod tests {
                             .is_some_and(|r| !r.is_empty()),
                         "{method} {path} has no responses"
                     );
+                    let id = operation["operationId"].as_str().expect("an operationId");
+                    assert!(
+                        operation_ids.insert(id.to_owned()),
+                        "operationId {id} twice"
+                    );
                     documented.insert((path.clone(), method.clone()));
                 }
+            }
+            // Every link names an operation of the document.
+            for link in doc["paths"]
+                .as_object()
+                .into_iter()
+                .flat_map(|p| p.values())
+                .flat_map(|item| item.as_object().into_iter().flat_map(|i| i.values()))
+                .flat_map(|op| {
+                    op["responses"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|r| r.values())
+                })
+                .flat_map(|r| r["links"].as_object().into_iter().flat_map(|l| l.values()))
+            {
+                let id = link["operationId"].as_str().expect("a link's operationId");
+                assert!(
+                    operation_ids.contains(id),
+                    "a link to {id}, which is not there"
+                );
             }
             assert_eq!(
                 documented,

@@ -418,6 +418,7 @@ pub(crate) struct TicketResponse {
 #[utoipa::path(
     post,
     path = "/api/stream-tickets",
+    operation_id = "stream_ticket",
     tag = "tickets",
     summary = "A one-time ticket for a topics stream",
     description = "Trades a token (header or cookie, never a URL credential) for a ticket that \
