@@ -26,13 +26,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts rill on a free port with a fresh SQLite file; sets $base. Streams end after 0.5 s
+# Starts rill on a free port with a fresh SQLite file; sets $base. Streams end after 0.25 s
 # (`--max-stream-duration`) so that schemathesis, which reads each body to its end, never
 # waits on an open stream; the demo bot answers at once and fast.
 start_rill() { # mode
     local log="$work/rill-$1.log"
     local args=(serve --listen 127.0.0.1:0 --database "sqlite://$work/rill-$1.db?mode=rwc"
-        --max-stream-duration 500ms --heartbeat 200ms
+        --max-stream-duration 250ms --heartbeat 100ms
         --demo-first-token-delay 0ms --demo-tokens-per-second 2000)
     if [ "$1" = jwt ]; then args+=(--auth jwt); fi
     : >"$log"
