@@ -1,4 +1,4 @@
-//! The HTTP face of rill (axum): health, topics, chats, the AI SDK face, auth, CORS, TLS/h2,
+//! The HTTP face of rill (axum): health, topics, chats, the AI SDK and OpenAI faces, auth, CORS, TLS/h2,
 //! metrics, the page.
 //!
 //! **Invariant:** only this crate knows axum and hyper. It owns no domain logic: it validates
@@ -18,6 +18,7 @@ mod json;
 mod limits;
 mod listen;
 mod metrics;
+mod openai;
 mod page;
 pub(crate) mod sse;
 mod stall;
@@ -202,6 +203,7 @@ pub fn app(state: AppState) -> Router {
         .merge(topics::router())
         .merge(chats::router())
         .merge(ai_sdk::router())
+        .merge(openai::router())
         .merge(metrics::router())
         .merge(tickets::router())
         .fallback(error::not_found_route)
