@@ -220,7 +220,10 @@ fn stop(o: &Map<String, Value>) -> Result<Vec<String>, InvalidRequest> {
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(items)) => {
             if items.len() > 4 {
-                return Err(InvalidRequest::new("stop", "'stop' has at most 4 sequences."));
+                return Err(InvalidRequest::new(
+                    "stop",
+                    "'stop' has at most 4 sequences.",
+                ));
             }
             items
                 .iter()
@@ -293,7 +296,9 @@ fn tool(value: &Value, param: &str, nested: bool) -> Result<ToolSpec, InvalidReq
 fn prefixed(mut error: InvalidRequest, prefix: &str) -> InvalidRequest {
     if let Some(param) = &error.param {
         let full = format!("{prefix}.{param}");
-        error.message = error.message.replace(&format!("'{param}'"), &format!("'{full}'"));
+        error.message = error
+            .message
+            .replace(&format!("'{param}'"), &format!("'{full}'"));
         error.param = Some(full);
     }
     error
@@ -406,10 +411,18 @@ impl ChatCompletionRequest {
                 ));
             }
         }
-        refuse_present(o, "logprobs", "no provider behind rill reports log probabilities")?;
+        refuse_present(
+            o,
+            "logprobs",
+            "no provider behind rill reports log probabilities",
+        )?;
         refuse_present(o, "audio", "only text answers are")?;
         refuse_present(o, "prediction", "predicted outputs are not")?;
-        refuse_present(o, "functions", "use 'tools' (the deprecated 'functions' is not)")?;
+        refuse_present(
+            o,
+            "functions",
+            "use 'tools' (the deprecated 'functions' is not)",
+        )?;
         if let Some(modalities) = o.get("modalities").and_then(Value::as_array) {
             if modalities.iter().any(|m| m.as_str() != Some("text")) {
                 return Err(InvalidRequest::unsupported(
@@ -527,7 +540,11 @@ fn chat_messages(
                 let mut parts = Vec::new();
                 if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
                     let calls = calls.as_array().ok_or_else(|| {
-                        InvalidRequest::wrong_type(&format!("{param}.tool_calls"), "an array", calls)
+                        InvalidRequest::wrong_type(
+                            &format!("{param}.tool_calls"),
+                            "an array",
+                            calls,
+                        )
                     })?;
                     for (j, call) in calls.iter().enumerate() {
                         parts.push(tool_call(call, &format!("{param}.tool_calls[{j}]"))?);
@@ -546,7 +563,8 @@ fn chat_messages(
                 });
             }
             "tool" => {
-                let call_id = required_string(m, "tool_call_id").map_err(|e| prefixed(e, &param))?;
+                let call_id =
+                    required_string(m, "tool_call_id").map_err(|e| prefixed(e, &param))?;
                 let text = content.ok_or_else(|| InvalidRequest::missing(&content_param))?;
                 attach_result(&mut messages, &call_id, text).ok_or_else(|| {
                     InvalidRequest::new(
@@ -660,9 +678,10 @@ impl ResponsesRequest {
                     let kind = it.get("type").and_then(Value::as_str).unwrap_or("message");
                     match kind {
                         "message" => {
-                            let role = it.get("role").and_then(Value::as_str).ok_or_else(|| {
-                                InvalidRequest::missing(&format!("{param}.role"))
-                            })?;
+                            let role = it
+                                .get("role")
+                                .and_then(Value::as_str)
+                                .ok_or_else(|| InvalidRequest::missing(&format!("{param}.role")))?;
                             let c = it.get("content").ok_or_else(|| {
                                 InvalidRequest::missing(&format!("{param}.content"))
                             })?;
@@ -695,8 +714,8 @@ impl ResponsesRequest {
                             }
                         }
                         "function_call_output" => {
-                            let call_id = required_string(it, "call_id")
-                                .map_err(|e| prefixed(e, &param))?;
+                            let call_id =
+                                required_string(it, "call_id").map_err(|e| prefixed(e, &param))?;
                             let output = match it.get("output") {
                                 Some(Value::String(s)) => s.clone(),
                                 Some(c @ Value::Array(_)) => {
@@ -838,10 +857,26 @@ mod tests {
     #[test]
     fn chat_refusals_name_the_field() {
         let cases = [
-            (json!({"messages": []}), "model", Some("missing_required_parameter")),
-            (json!({"model": 3, "messages": []}), "model", Some("invalid_type")),
-            (json!({"model": "demo"}), "messages", Some("missing_required_parameter")),
-            (json!({"model": "demo", "messages": "hi"}), "messages", Some("invalid_type")),
+            (
+                json!({"messages": []}),
+                "model",
+                Some("missing_required_parameter"),
+            ),
+            (
+                json!({"model": 3, "messages": []}),
+                "model",
+                Some("invalid_type"),
+            ),
+            (
+                json!({"model": "demo"}),
+                "messages",
+                Some("missing_required_parameter"),
+            ),
+            (
+                json!({"model": "demo", "messages": "hi"}),
+                "messages",
+                Some("invalid_type"),
+            ),
             (json!({"model": "demo", "messages": []}), "messages", None),
             (
                 json!({"model": "demo", "messages": [{"role": "user", "content": 5}]}),
@@ -938,8 +973,14 @@ mod tests {
             (json!({"input": "x"}), "model"),
             (json!({"model": "demo"}), "input"),
             (json!({"model": "demo", "input": 4}), "input"),
-            (json!({"model": "demo", "input": "x", "background": "yes"}), "background"),
-            (json!({"model": "demo", "input": "x", "store": false}), "store"),
+            (
+                json!({"model": "demo", "input": "x", "background": "yes"}),
+                "background",
+            ),
+            (
+                json!({"model": "demo", "input": "x", "store": false}),
+                "store",
+            ),
             (
                 json!({"model": "demo", "input": [{"role": "assistant", "content": "x"}]}),
                 "input[0].role",

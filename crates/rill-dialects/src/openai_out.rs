@@ -383,7 +383,12 @@ fn responses_usage(usage: &Usage) -> Value {
 
 /// The `Response` object of the answer `message`, with `output` given (the stored parts, or
 /// what a stream has built), in its current state.
-fn response_json(message: &Message, meta: &ResponseMeta, status: &str, output: Vec<Value>) -> Value {
+fn response_json(
+    message: &Message,
+    meta: &ResponseMeta,
+    status: &str,
+    output: Vec<Value>,
+) -> Value {
     let error = match message.status {
         MessageStatus::Error => json!({
             "code": "server_error",
@@ -425,7 +430,12 @@ fn response_json(message: &Message, meta: &ResponseMeta, status: &str, output: V
 
 /// The `Response` of a stored answer (a poll, or a finished non-streaming request).
 pub fn response_object(message: &Message, meta: &ResponseMeta) -> Value {
-    response_json(message, meta, response_status(message), output_items(message))
+    response_json(
+        message,
+        meta,
+        response_status(message),
+        output_items(message),
+    )
 }
 
 /// The chat events of one exchange as a response's events (see the module docs). Ends after
@@ -448,7 +458,12 @@ pub struct ResponsesStream {
 impl ResponsesStream {
     /// The response of answer `message_id`, whose exchange's events come after offset
     /// `start` (`Sent::start`), writing only events numbered above `after`.
-    pub fn new(message_id: impl Into<String>, meta: ResponseMeta, start: u64, after: Option<u64>) -> Self {
+    pub fn new(
+        message_id: impl Into<String>,
+        meta: ResponseMeta,
+        start: u64,
+        after: Option<u64>,
+    ) -> Self {
         ResponsesStream {
             message_id: message_id.into(),
             meta,
@@ -570,7 +585,12 @@ impl ResponsesStream {
                 usage,
                 error,
             } if mine(Some(&message_id)) => {
-                let open: Vec<u32> = self.items.iter().filter(|i| !i.done).map(|i| i.part).collect();
+                let open: Vec<u32> = self
+                    .items
+                    .iter()
+                    .filter(|i| !i.done)
+                    .map(|i| i.part)
+                    .collect();
                 for part in open {
                     out.extend(self.close(part));
                 }
@@ -580,10 +600,7 @@ impl ResponsesStream {
                     answer.usage = usage;
                     answer.error = error;
                 }
-                let status = self
-                    .answer
-                    .as_ref()
-                    .map_or("failed", response_status);
+                let status = self.answer.as_ref().map_or("failed", response_status);
                 let kind = match status {
                     "completed" => "response.completed",
                     // OpenAI's event list has none for a cancelled response: it ends as
@@ -692,7 +709,9 @@ impl ResponsesStream {
                 "item_id": id, "output_index": index, "name": name, "arguments": text,
             })),
         }
-        out.push(json!({"type": "response.output_item.done", "output_index": index, "item": whole}));
+        out.push(
+            json!({"type": "response.output_item.done", "output_index": index, "item": whole}),
+        );
         out
     }
 }
@@ -713,7 +732,10 @@ impl Encoder for ResponsesStream {
             let k = u64::try_from(k).unwrap_or(u64::MAX);
             let number = match base {
                 Some(base) => base.saturating_add(k),
-                None => self.after.map_or(0, |a| a.saturating_add(1)).saturating_add(k),
+                None => self
+                    .after
+                    .map_or(0, |a| a.saturating_add(1))
+                    .saturating_add(k),
             };
             if base.is_some() && self.after.is_some_and(|after| number <= after) {
                 continue;
@@ -758,9 +780,15 @@ mod tests {
         let mut w = ChunkWriter::new("chatcmpl-1", 1_700_000_000, "demo");
         let start = w.start();
         assert_eq!(start["object"], "chat.completion.chunk");
-        assert_eq!(start["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+        assert_eq!(
+            start["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
         let r = w.push(ProviderEvent::Reasoning("hmm".into()));
-        assert_eq!(r[0]["choices"][0]["delta"], json!({"reasoning_content": "hmm"}));
+        assert_eq!(
+            r[0]["choices"][0]["delta"],
+            json!({"reasoning_content": "hmm"})
+        );
         let c = w.push(ProviderEvent::ToolCallStart {
             key: 7,
             id: "call_1".into(),
@@ -798,13 +826,19 @@ mod tests {
         let u = w.usage_chunk();
         assert_eq!(u["choices"], json!([]));
         assert_eq!(u["usage"]["total_tokens"], 7);
-        assert_eq!(u["usage"]["completion_tokens_details"]["reasoning_tokens"], 1);
+        assert_eq!(
+            u["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            1
+        );
         let whole = w.completion();
         assert_eq!(whole["object"], "chat.completion");
         let m = &whole["choices"][0]["message"];
         assert_eq!(m["content"], "Hi");
         assert_eq!(m["reasoning_content"], "hmm");
-        assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(
+            m["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Paris\"}"
+        );
         assert_eq!(
             String::from_utf8(data_frame(&json!({"a": 1}))).expect("utf-8"),
             "data: {\"a\":1}\n\n"
@@ -846,7 +880,11 @@ mod tests {
             }),
             error: None,
         });
-        events.into_iter().zip(11u64..).map(|(e, o)| (o, e)).collect()
+        events
+            .into_iter()
+            .zip(11u64..)
+            .map(|(e, o)| (o, e))
+            .collect()
     }
 
     fn cursor(offset: u64) -> String {
@@ -899,7 +937,10 @@ mod tests {
     #[test]
     fn responses_events_in_order_with_their_numbers() {
         let events = run(None);
-        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or("")).collect();
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or(""))
+            .collect();
         assert_eq!(
             types,
             [

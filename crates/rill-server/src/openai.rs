@@ -37,8 +37,8 @@ use rill_core::{
 };
 use rill_dialects::openai_in::{ChatCompletionRequest, InvalidRequest, ResponsesRequest};
 use rill_dialects::openai_out::{
-    ChunkWriter, DONE_FRAME, ResponseMeta, ResponsesStream, data_frame, error_frame,
-    message_id_of, response_object,
+    ChunkWriter, DONE_FRAME, ResponseMeta, ResponsesStream, data_frame, error_frame, message_id_of,
+    response_object,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -95,9 +95,7 @@ impl OpenAiError {
     fn model_not_found(model: &str) -> Self {
         OpenAiError {
             status: StatusCode::NOT_FOUND,
-            message: format!(
-                "The model `{model}` does not exist or you do not have access to it."
-            ),
+            message: format!("The model `{model}` does not exist or you do not have access to it."),
             kind: "invalid_request_error",
             param: Some("model".to_owned()),
             code: Some("model_not_found".to_owned()),
@@ -219,8 +217,9 @@ async fn json_body(request: Request) -> Result<Value> {
     let body = read_body(request.into_body(), MAX_BODY).await?;
     serde_json::from_slice(&body).map_err(|_| OpenAiError {
         status: StatusCode::BAD_REQUEST,
-        message: "We could not parse the JSON body of your request. The body must be a JSON object."
-            .to_owned(),
+        message:
+            "We could not parse the JSON body of your request. The body must be a JSON object."
+                .to_owned(),
         kind: "invalid_request_error",
         param: None,
         code: None,
@@ -256,7 +255,10 @@ async fn model(
 /// Content rill would refuse in a chat, checked before anything is stored.
 fn check_text(engine: &ChatEngine, param: &str, text: &str) -> Result<()> {
     if text.contains('\0') {
-        return Err(OpenAiError::bad(param, format!("'{param}' contains a NUL character.")));
+        return Err(OpenAiError::bad(
+            param,
+            format!("'{param}' contains a NUL character."),
+        ));
     }
     let max = engine.settings().max_content_chars;
     if text.chars().count() > max {
@@ -330,44 +332,47 @@ async fn chat_completions(
     let first = Bytes::from(data_frame(&writer.start()));
     // The provider's stream is the state of the body: dropping the body (a client that went
     // away) drops it, which closes the upstream request.
-    let chunks = futures::stream::unfold(
-        Some((upstream, writer)),
-        move |state| async move {
-            let (mut upstream, mut writer) = state?;
-            loop {
-                match upstream.next().await {
-                    Some(Ok(event)) => {
-                        let finish = matches!(event, rill_core::ProviderEvent::Finish { .. });
-                        let mut out = Vec::new();
-                        for chunk in writer.push(event) {
-                            out.extend(data_frame(&chunk));
-                        }
-                        if finish {
-                            if include_usage {
-                                out.extend(data_frame(&writer.usage_chunk()));
-                            }
-                            out.extend_from_slice(DONE_FRAME);
-                            return Some((Bytes::from(out), None));
-                        }
-                        if !out.is_empty() {
-                            return Some((Bytes::from(out), Some((upstream, writer))));
-                        }
+    let chunks = futures::stream::unfold(Some((upstream, writer)), move |state| async move {
+        let (mut upstream, mut writer) = state?;
+        loop {
+            match upstream.next().await {
+                Some(Ok(event)) => {
+                    let finish = matches!(event, rill_core::ProviderEvent::Finish { .. });
+                    let mut out = Vec::new();
+                    for chunk in writer.push(event) {
+                        out.extend(data_frame(&chunk));
                     }
-                    Some(Err(error)) => {
-                        let frame = error_frame(&error.message, error.kind.as_str());
-                        return Some((Bytes::from(frame), None));
+                    if finish {
+                        if include_usage {
+                            out.extend(data_frame(&writer.usage_chunk()));
+                        }
+                        out.extend_from_slice(DONE_FRAME);
+                        return Some((Bytes::from(out), None));
                     }
-                    None => {
-                        let error = rill_dialects::ended_early();
-                        let frame = error_frame(&error.message, error.kind.as_str());
-                        return Some((Bytes::from(frame), None));
+                    if !out.is_empty() {
+                        return Some((Bytes::from(out), Some((upstream, writer))));
                     }
                 }
+                Some(Err(error)) => {
+                    let frame = error_frame(&error.message, error.kind.as_str());
+                    return Some((Bytes::from(frame), None));
+                }
+                None => {
+                    let error = rill_dialects::ended_early();
+                    let frame = error_frame(&error.message, error.kind.as_str());
+                    return Some((Bytes::from(frame), None));
+                }
             }
-        },
-    );
+        }
+    });
     let chunks = futures::stream::once(async move { first }).chain(chunks);
-    Ok(sse::respond_closing(&state, &principal, slot, chunks, chunk_closing))
+    Ok(sse::respond_closing(
+        &state,
+        &principal,
+        slot,
+        chunks,
+        chunk_closing,
+    ))
 }
 
 /// A stream cut short by the server (shutdown, maximum duration): an error OpenAI's SDKs raise.
@@ -522,7 +527,8 @@ async fn response_events(
     if start.epoch != head.epoch || start.offset.saturating_add(1) < head.first {
         return Ok(None);
     }
-    let encoder = ResponsesStream::new(sent.assistant_message.id.clone(), meta, start.offset, after);
+    let encoder =
+        ResponsesStream::new(sent.assistant_message.id.clone(), meta, start.offset, after);
     Ok(Some(StreamRequest {
         topics: vec![topic.clone()],
         start: Start::After(vec![(topic, start.offset)]),
@@ -557,11 +563,7 @@ async fn stream_response(
     let request = response_events(state, sent, meta, after)
         .await?
         .ok_or_else(replay_gone)?;
-    let stream = state
-        .hub
-        .open(request)
-        .await
-        .map_err(ApiError::from)?;
+    let stream = state.hub.open(request).await.map_err(ApiError::from)?;
     Ok(sse::respond_closing(
         state,
         principal,
@@ -644,12 +646,20 @@ async fn retrieve(
     let stream = match query.stream.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(_) => return Err(OpenAiError::bad("stream", "'stream' must be true or false.")),
+        Some(_) => {
+            return Err(OpenAiError::bad(
+                "stream",
+                "'stream' must be true or false.",
+            ));
+        }
     };
     let after = match query.starting_after.as_deref() {
         None | Some("") => None,
         Some(n) => Some(n.parse::<u64>().map_err(|_| {
-            OpenAiError::bad("starting_after", "'starting_after' must be a sequence number.")
+            OpenAiError::bad(
+                "starting_after",
+                "'starting_after' must be a sequence number.",
+            )
         })?),
     };
     let sent = exchange_of(engine, &principal.user, &id).await?;

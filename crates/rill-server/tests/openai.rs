@@ -144,7 +144,10 @@ async fn chat_completions_stream_and_whole_agree() {
     let whole: Value = whole.json().await.expect("json");
     assert_eq!(whole["object"], "chat.completion");
     assert_eq!(whole["choices"][0]["message"]["content"], text);
-    assert_eq!(whole["choices"][0]["message"]["reasoning_content"], reasoning);
+    assert_eq!(
+        whole["choices"][0]["message"]["reasoning_content"],
+        reasoning
+    );
     assert_eq!(whole["choices"][0]["finish_reason"], reason);
     // Stateless: nothing stored.
     assert_eq!(chat_count(&server).await, 0);
@@ -220,7 +223,10 @@ async fn tool_calls_stream_as_openai_fragments_and_options_pass_through() {
     assert_eq!(sent["temperature"], 0.25);
     assert_eq!(sent["stop"], json!(["END"]));
     assert_eq!(sent["tools"][1]["function"]["name"], "get_time");
-    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "Use tools."}));
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Use tools."})
+    );
 }
 
 #[tokio::test]
@@ -280,7 +286,9 @@ async fn a_background_response_resumes_exactly_after_any_event() {
     // The rest, after the last event seen: nothing twice, nothing missing.
     let rest = server
         .client()
-        .get(server.url(&format!("/v1/responses/{id}?stream=true&starting_after={last}")))
+        .get(server.url(&format!(
+            "/v1/responses/{id}?stream=true&starting_after={last}"
+        )))
         .send()
         .await
         .expect("get");
@@ -330,7 +338,10 @@ async fn a_background_response_resumes_exactly_after_any_event() {
             .collect()
     };
     let again = response_events(again, None).await;
-    assert!(strip(&again) == strip(&all), "a replay from the start differs");
+    assert!(
+        strip(&again) == strip(&all),
+        "a replay from the start differs"
+    );
 
     // The poll agrees, and the answer is a chat message.
     let polled: Value = server
@@ -515,5 +526,9 @@ async fn bad_input_is_an_openai_error_and_stores_nothing() {
     assert_eq!(missing.status(), 404);
     let error: Value = missing.json().await.expect("json");
     assert_eq!(error["error"]["type"], "invalid_request_error");
-    assert_eq!(chat_count(&server).await, 0, "a refused request stores nothing");
+    assert_eq!(
+        chat_count(&server).await,
+        0,
+        "a refused request stores nothing"
+    );
 }
