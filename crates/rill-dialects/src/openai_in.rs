@@ -148,7 +148,7 @@ pub const IGNORED_RESPONSES: &[&str] = &[
     "max_tool_calls",
 ];
 
-fn object<'a>(body: &'a Value) -> Result<&'a Map<String, Value>, InvalidRequest> {
+fn object(body: &Value) -> Result<&Map<String, Value>, InvalidRequest> {
     body.as_object().ok_or_else(|| InvalidRequest {
         param: None,
         message: format!(
