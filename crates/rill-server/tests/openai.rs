@@ -532,3 +532,74 @@ async fn bad_input_is_an_openai_error_and_stores_nothing() {
         "a refused request stores nothing"
     );
 }
+
+/// Auth as elsewhere in rill: a missing or bad key is a 401 in OpenAI's shape (the SDKs'
+/// `AuthenticationError`), and a response belongs to its creator.
+#[tokio::test]
+async fn bearer_auth_and_ownership() {
+    let secret = b"0123456789abcdef0123456789abcdef-openai-test";
+    let key = rill_server::JwtKey::hs256(secret).expect("key");
+    let config = rill_server::Config {
+        auth: rill_server::Auth::jwt(key, None, Duration::from_secs(30)),
+        ..rill_server::Config::default()
+    };
+    let fake = FakeUpstream::start().await;
+    let server = ChatServer::with_config(&fake, config).await;
+    let token = |user: &str| {
+        let claims = rill_server::Claims::new(user, Duration::from_secs(600));
+        format!(
+            "Bearer {}",
+            rill_server::mint_hs256(secret, &claims).expect("token")
+        )
+    };
+    for key in [None, Some("Bearer sk-not-a-rill-token")] {
+        let mut request = server.client().get(server.url("/v1/models"));
+        if let Some(key) = key {
+            request = request.header("authorization", key);
+        }
+        let response = request.send().await.expect("get");
+        assert_eq!(response.status(), 401);
+        let error: Value = response.json().await.expect("json");
+        assert_eq!(error["error"]["type"], "authentication_error");
+        assert!(error["error"]["message"].as_str().is_some());
+        assert!(error["error"].get("param").is_some());
+    }
+    let created = server
+        .client()
+        .post(server.url("/v1/responses"))
+        .header("authorization", token("alice"))
+        .json(&json!({"model": "demo", "input": "Hi", "background": true}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(created.status(), 200);
+    let id = created.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mine = server
+        .client()
+        .get(server.url(&format!("/v1/responses/{id}")))
+        .header("authorization", token("alice"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(mine.status(), 200);
+    for request in [
+        server.client().get(server.url(&format!("/v1/responses/{id}"))),
+        server
+            .client()
+            .post(server.url(&format!("/v1/responses/{id}/cancel"))),
+        server
+            .client()
+            .post(server.url("/v1/responses"))
+            .json(&json!({"model": "demo", "input": "x", "previous_response_id": id})),
+    ] {
+        let response = request
+            .header("authorization", token("bob"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 404);
+    }
+}
