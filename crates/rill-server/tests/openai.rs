@@ -586,7 +586,9 @@ async fn bearer_auth_and_ownership() {
         .expect("get");
     assert_eq!(mine.status(), 200);
     for request in [
-        server.client().get(server.url(&format!("/v1/responses/{id}"))),
+        server
+            .client()
+            .get(server.url(&format!("/v1/responses/{id}"))),
         server
             .client()
             .post(server.url(&format!("/v1/responses/{id}/cancel"))),
@@ -602,4 +604,130 @@ async fn bearer_auth_and_ownership() {
             .expect("send");
         assert_eq!(response.status(), 404);
     }
+}
+
+/// A response's function calls, then `function_call_output` items with `previous_response_id`;
+/// returns the body of the second upstream request.
+async fn function_call_round(server: &ChatServer, fake: &FakeUpstream) -> Value {
+    let tools = json!([
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}},
+        {"type": "function", "name": "get_time", "parameters": {"type": "object"}}
+    ]);
+    let response = post(
+        server,
+        "/v1/responses",
+        json!({"model": "openai", "input": "Weather and time in Seoul?", "tools": tools, "stream": true}),
+    )
+    .await;
+    let events = response_events(response, None).await;
+    let arguments: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "response.function_call_arguments.done")
+        .map(|e| e["arguments"].as_str().expect("arguments"))
+        .collect();
+    assert_eq!(
+        arguments,
+        ["{\"city\": \"Seoul\"}", "{\"tz\": \"Asia/Seoul\"}"]
+    );
+    let done = events.last().expect("last");
+    assert_eq!(done["type"], "response.completed");
+    let calls: Vec<(&str, &str)> = done["response"]["output"]
+        .as_array()
+        .expect("output")
+        .iter()
+        .map(|i| {
+            assert_eq!(i["type"], "function_call");
+            (
+                i["call_id"].as_str().expect("call_id"),
+                i["name"].as_str().expect("name"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("call_aW3gHiqR", "get_weather"),
+            ("call_Xk9pL2mT", "get_time")
+        ]
+    );
+    let id = done["response"]["id"].as_str().expect("id");
+    let next = post(
+        server,
+        "/v1/responses",
+        json!({
+            "model": "openai",
+            "previous_response_id": id,
+            "input": [
+                {"type": "function_call_output", "call_id": "call_aW3gHiqR", "output": "sunny"},
+                {"type": "function_call_output", "call_id": "call_Xk9pL2mT", "output": "15:00"}
+            ],
+            "tools": tools,
+        }),
+    )
+    .await;
+    assert_eq!(next.status(), 200);
+    let next: Value = next.json().await.expect("json");
+    assert_eq!(next["status"], "completed");
+    assert_eq!(next["previous_response_id"], json!(id));
+    assert_eq!(next["output"][0]["content"][0]["text"], "Sunny, and 3 pm.");
+    assert_eq!(chat_count(server).await, 1, "one conversation, one chat");
+    fake.requests()[1].body.clone()
+}
+
+/// The outputs are recorded on the calls of the stored answer, and the conversation goes on.
+#[tokio::test]
+async fn function_call_outputs_continue_the_conversation() {
+    let fake = FakeUpstream::start().await;
+    fake.push(Reply::recorded(upstream_streams::stream(
+        "openai_parallel_tools",
+    )));
+    fake.push(Reply::tokens(["Sunny, ", "and 3 pm."]));
+    let server = ChatServer::start(&fake).await;
+    function_call_round(&server, &fake).await;
+    let chats: Value = server
+        .client()
+        .get(server.url("/api/chats"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let chat = chats["chats"][0]["id"].as_str().expect("chat id");
+    let messages = server.messages(chat).await;
+    let outputs: Vec<Value> = messages
+        .iter()
+        .flat_map(|m| m["parts"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p["type"] == "tool_call")
+        .map(|p| p["output"].clone())
+        .collect();
+    assert_eq!(outputs, [json!("sunny"), json!("15:00")]);
+}
+
+/// The calls and their outputs reach the upstream with the next question.
+#[tokio::test]
+#[ignore = "needs the fit_history fix in rill-chat's prompt.rs (an answer of tool calls only is dropped from the history)"]
+async fn function_call_outputs_reach_the_upstream() {
+    let fake = FakeUpstream::start().await;
+    fake.push(Reply::recorded(upstream_streams::stream(
+        "openai_parallel_tools",
+    )));
+    fake.push(Reply::tokens(["Sunny, ", "and 3 pm."]));
+    let server = ChatServer::start(&fake).await;
+    let sent = function_call_round(&server, &fake).await;
+    let messages = sent["messages"].as_array().expect("messages");
+    let tool_results: Vec<(&str, &str)> = messages
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| {
+            (
+                m["tool_call_id"].as_str().expect("id"),
+                m["content"].as_str().expect("content"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tool_results,
+        [("call_aW3gHiqR", "sunny"), ("call_Xk9pL2mT", "15:00")]
+    );
 }
