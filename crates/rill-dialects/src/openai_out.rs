@@ -631,6 +631,17 @@ impl ResponsesStream {
                 out.push(json!({"type": "error", "code": code, "message": message, "param": null}));
                 return (out, Flow::Abort);
             }
+            // The reader fell behind what the log keeps: the events in between are gone, and
+            // going on would leave a silent hole. End; a resume says whether it can replay.
+            ChatEvent::Reset { reason, .. } => {
+                out.push(json!({
+                    "type": "error",
+                    "code": "stream_reset",
+                    "message": format!("events of this response were lost ({reason}); resume with starting_after"),
+                    "param": null,
+                }));
+                return (out, Flow::Abort);
+            }
             _ => {}
         }
         (out, Flow::Continue)
@@ -721,31 +732,29 @@ impl Encoder for ResponsesStream {
         let Ok(Some(event)) = ChatEvent::decode(name, data) else {
             return Flow::Continue;
         };
-        // Where this event is in the log: its number's base. Events without one (a stream
-        // error written by the hub) take the next free numbers after the last written.
+        // Where this event is in the log: its number's base.
         let offset = id
             .and_then(StreamCursor::parse)
             .and_then(|c| c.offsets.first().copied());
         let (events, flow) = self.translate(event);
         let base = offset.map(|o| o.saturating_sub(self.first).saturating_mul(PER_EVENT));
         for (k, mut event) in events.into_iter().enumerate() {
-            let k = u64::try_from(k).unwrap_or(u64::MAX);
-            let number = match base {
-                Some(base) => base.saturating_add(k),
-                None => self
-                    .after
-                    .map_or(0, |a| a.saturating_add(1))
-                    .saturating_add(k),
-            };
-            if base.is_some() && self.after.is_some_and(|after| number <= after) {
-                continue;
-            }
-            event["sequence_number"] = json!(number);
             let kind = event["type"].as_str().unwrap_or("error").to_owned();
+            // An `error` (the stream ends) is no event of the response: it repeats the number
+            // of the last event written, so resuming after it loses nothing.
+            let number = match base {
+                Some(base) if kind != "error" => {
+                    let number = base.saturating_add(u64::try_from(k).unwrap_or(u64::MAX));
+                    if self.after.is_some_and(|after| number <= after) {
+                        continue;
+                    }
+                    self.after = Some(number);
+                    number
+                }
+                _ => self.after.unwrap_or(0),
+            };
+            event["sequence_number"] = json!(number);
             let _ = rill_sse::encode_event(out, None, Some(&kind), &event.to_string());
-            if base.is_some() {
-                self.after = Some(number);
-            }
         }
         flow
     }
@@ -987,6 +996,33 @@ mod tests {
             let rest = run(after);
             assert_eq!(rest, events[i + 1..].to_vec(), "after {after:?}");
         }
+    }
+
+    #[test]
+    fn a_lost_stretch_ends_the_stream_with_an_error_numbered_like_the_last_event() {
+        let mut stream = ResponsesStream::new("a1", ResponseMeta::default(), 10, None);
+        let mut out = Vec::new();
+        for (offset, event) in exchange().into_iter().take(3) {
+            stream.event(event.name(), &event.data(), Some(&cursor(offset)), &mut out);
+        }
+        let reset = ChatEvent::Reset {
+            topic: "_chat/c1".into(),
+            reason: "expired".into(),
+        };
+        let mut tail = Vec::new();
+        let flow = stream.event(reset.name(), &reset.data(), Some(&cursor(40)), &mut tail);
+        assert!(matches!(flow, Flow::Abort));
+        let tail = String::from_utf8(tail).expect("utf-8");
+        assert!(tail.starts_with("event: error\n"), "{tail}");
+        let data: Value = serde_json::from_str(
+            tail.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("data"),
+        )
+        .expect("json");
+        assert_eq!(data["code"], "stream_reset");
+        // The last event written was the reasoning part's start (offset 13, second of two).
+        assert_eq!(data["sequence_number"], 17);
     }
 
     #[test]
