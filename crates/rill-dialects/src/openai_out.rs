@@ -475,6 +475,51 @@ impl ResponsesStream {
         }
     }
 
+    /// [`ResponsesStream::new`] for a stream that starts in the middle of the exchange (its
+    /// start is no longer in the log): `seed` is where the response stood just before the
+    /// first event the stream reads ([`seed_before`]).
+    pub fn seeded(
+        message_id: impl Into<String>,
+        meta: ResponseMeta,
+        start: u64,
+        after: Option<u64>,
+        seed: Seed,
+    ) -> Self {
+        let mut stream = Self::new(message_id, meta, start, after);
+        for (i, (part, done)) in seed.message.parts.iter().zip(&seed.done).enumerate() {
+            let Ok(part_index) = u32::try_from(i) else {
+                break;
+            };
+            let (kind, text) = match part {
+                Part::Text { text } => (ItemKind::Message, text.clone()),
+                Part::Reasoning { text, .. } => (ItemKind::Reasoning, text.clone()),
+                Part::ToolCall {
+                    id,
+                    name,
+                    input_text,
+                    ..
+                } => (
+                    ItemKind::Call {
+                        call_id: id.clone(),
+                        name: name.clone(),
+                    },
+                    input_text.clone(),
+                ),
+                Part::Source { .. } => continue,
+            };
+            stream.items.push(Item {
+                part: part_index,
+                output_index: stream.items.len(),
+                kind,
+                text,
+                done: *done,
+            });
+        }
+        stream.answer = Some(seed.message);
+        stream.created = true;
+        stream
+    }
+
     /// The response as the stream has built it.
     fn response(&self, status: &str) -> Value {
         let Some(answer) = &self.answer else {
@@ -727,6 +772,79 @@ impl ResponsesStream {
     }
 }
 
+/// Where a response stood at some offset of the log: its answer then, and which of its parts
+/// were complete.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seed {
+    pub message: Message,
+    /// Per part of `message`.
+    pub done: Vec<bool>,
+}
+
+/// Where answer `message_id` stood just before a stretch of the log, rebuilt backwards from a
+/// later state of it: `later` is the answer as of the end of the stretch (the stored final
+/// answer, or a running one's snapshot), and `events` the chat events of the stretch, in log
+/// order. Parts are only ever appended and texts only extended, so taking the stretch's deltas
+/// off the ends of the texts, and its parts off the end of the list, is exact. `None` when the
+/// events do not fit `later` (or the stretch starts before the answer did).
+pub fn seed_before(message_id: &str, later: &Message, events: &[ChatEvent]) -> Option<Seed> {
+    let mut message = later.clone();
+    // Done at the end of the stretch: every part of a final answer; of a running one, all but
+    // the last, unless that is a tool call whose arguments were parsed (its end was logged).
+    let count = message.parts.len();
+    let mut done: Vec<bool> = message
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            message.status.is_final()
+                || i + 1 < count
+                || matches!(part, Part::ToolCall { input: Some(_), .. })
+        })
+        .collect();
+    for event in events.iter().rev() {
+        if event.message_id() != Some(message_id) {
+            continue;
+        }
+        match event {
+            ChatEvent::Created(_) => return None,
+            ChatEvent::Delta { part, text, .. } => {
+                let slot = usize::try_from(*part).ok()?;
+                let target = match message.parts.get_mut(slot)? {
+                    Part::Text { text } | Part::Reasoning { text, .. } => text,
+                    Part::ToolCall { input_text, .. } => input_text,
+                    Part::Source { .. } => return None,
+                };
+                let keep = target.len().checked_sub(text.len())?;
+                if !target.ends_with(text.as_str()) || !target.is_char_boundary(keep) {
+                    return None;
+                }
+                target.truncate(keep);
+            }
+            ChatEvent::PartStarted { part, .. } => {
+                let slot = usize::try_from(*part).ok()?;
+                if slot + 1 != message.parts.len() {
+                    return None;
+                }
+                message.parts.truncate(slot);
+                done.truncate(slot);
+            }
+            ChatEvent::PartDone { part, .. } => {
+                *done.get_mut(usize::try_from(*part).ok()?)? = false;
+            }
+            ChatEvent::Completed { .. } => {
+                message.status = MessageStatus::Streaming;
+                message.finish_reason = None;
+                message.usage = None;
+                message.error = None;
+            }
+            _ => {}
+        }
+    }
+    message.content = rill_core::chat::text_of(&message.parts);
+    Some(Seed { message, done })
+}
+
 impl Encoder for ResponsesStream {
     fn event(&mut self, name: &str, data: &[u8], id: Option<&str>, out: &mut Vec<u8>) -> Flow {
         let Ok(Some(event)) = ChatEvent::decode(name, data) else {
@@ -923,7 +1041,11 @@ mod tests {
                 break;
             }
         }
-        let text = String::from_utf8(out).expect("utf-8");
+        parse(&out)
+    }
+
+    fn parse(out: &[u8]) -> Vec<Value> {
+        let text = String::from_utf8(out.to_vec()).expect("utf-8");
         text.split("\n\n")
             .filter(|b| !b.is_empty())
             .map(|block| {
@@ -995,6 +1117,68 @@ mod tests {
             let after = event["sequence_number"].as_u64();
             let rest = run(after);
             assert_eq!(rest, events[i + 1..].to_vec(), "after {after:?}");
+        }
+    }
+
+    /// The answer as of the events of `exchange()` up to offset `upto` (inclusive).
+    fn answer_at(upto: u64) -> Message {
+        let mut answer = message("a1", Role::Assistant, MessageStatus::Streaming);
+        for (offset, event) in exchange() {
+            if offset > upto || offset < 13 {
+                continue;
+            }
+            rill_chat::protocol::apply(&mut answer, &event).expect("fits");
+        }
+        answer
+    }
+
+    fn run_seeded(after: u64, later_offset: u64) -> Vec<Value> {
+        let x = 11 + after / PER_EVENT;
+        let events: Vec<(u64, ChatEvent)> =
+            exchange().into_iter().filter(|(o, _)| *o >= x).collect();
+        let stretch: Vec<ChatEvent> = events
+            .iter()
+            .filter(|(o, _)| *o <= later_offset)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let seed = seed_before("a1", &answer_at(later_offset), &stretch).expect("seed");
+        let meta = ResponseMeta {
+            model: "demo".into(),
+            ..ResponseMeta::default()
+        };
+        let mut stream = ResponsesStream::seeded("a1", meta, 10, Some(after), seed);
+        let mut out = Vec::new();
+        for (offset, event) in events {
+            let flow = stream.event(event.name(), &event.data(), Some(&cursor(offset)), &mut out);
+            if matches!(flow, Flow::End) {
+                break;
+            }
+        }
+        parse(&out)
+    }
+
+    #[test]
+    fn a_resume_whose_start_left_the_log_is_exact_from_a_later_state() {
+        let events = run(None);
+        let last_offset = exchange().last().map(|(o, _)| *o).expect("events");
+        // After every event past the answer's placeholder, from the final answer and from
+        // each running state in between.
+        for (i, event) in events.iter().enumerate().skip(2) {
+            let after = event["sequence_number"].as_u64().expect("number");
+            let x = 11 + after / PER_EVENT;
+            for later in x..last_offset {
+                assert_eq!(
+                    run_seeded(after, later),
+                    events[i + 1..].to_vec(),
+                    "after {after}, later {later}"
+                );
+            }
+            let final_answer = run_seeded(after, last_offset);
+            assert_eq!(
+                final_answer,
+                events[i + 1..].to_vec(),
+                "after {after}, final"
+            );
         }
     }
 

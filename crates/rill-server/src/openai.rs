@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use futures::StreamExt;
+use rill_chat::protocol::ChatEvent;
 use rill_chat::{AskOptions, ChatEngine, ChatError, Question, Sent, ToolOutput};
 use rill_core::chat::Role;
 use rill_core::{
@@ -37,8 +38,8 @@ use rill_core::{
 };
 use rill_dialects::openai_in::{ChatCompletionRequest, InvalidRequest, ResponsesRequest};
 use rill_dialects::openai_out::{
-    ChunkWriter, DONE_FRAME, ResponseMeta, ResponsesStream, data_frame, error_frame, message_id_of,
-    response_object,
+    ChunkWriter, DONE_FRAME, PER_EVENT, ResponseMeta, ResponsesStream, Seed, data_frame,
+    error_frame, message_id_of, response_object, seed_before,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -524,20 +525,91 @@ async fn response_events(
         .read(&topic, u64::MAX, 0)
         .await
         .map_err(ApiError::from)?;
-    if start.epoch != head.epoch || start.offset.saturating_add(1) < head.first {
+    if start.epoch != head.epoch {
         return Ok(None);
     }
-    let encoder =
-        ResponsesStream::new(sent.assistant_message.id.clone(), meta, start.offset, after);
+    let message_id = sent.assistant_message.id.clone();
+    let (from, encoder) = if start.offset.saturating_add(1) >= head.first {
+        // The whole exchange is in the log: replayed from its start, written after `after`.
+        let encoder = ResponsesStream::new(message_id, meta, start.offset, after);
+        (start.offset, encoder)
+    } else {
+        // Its start has left the log (a long answer): from the event of `after`, if that is
+        // still there, with the response as it stood before it rebuilt from a later state.
+        let Some(after) = after else {
+            return Ok(None);
+        };
+        let first = start.offset.saturating_add(1);
+        let Some(event) = first.checked_add(after / PER_EVENT) else {
+            return Ok(None);
+        };
+        if event < head.first || event > head.head {
+            return Ok(None);
+        }
+        let Some(seed) = seed_at(engine, sent, &topic, event - 1).await? else {
+            return Ok(None);
+        };
+        let encoder = ResponsesStream::seeded(message_id, meta, start.offset, Some(after), seed);
+        (event - 1, encoder)
+    };
     Ok(Some(StreamRequest {
         topics: vec![topic.clone()],
-        start: Start::After(vec![(topic, start.offset)]),
+        start: Start::After(vec![(topic, from)]),
         wire: Wire::Custom(Box::new(encoder)),
         when_full: WhenFull::Resync,
         prelude: Vec::new(),
         // Every log event keeps its own number: merged deltas would renumber them.
         coalesce: None,
     }))
+}
+
+/// Where the response of `sent` stood at log offset `at`: its answer now (a running one's
+/// snapshot, or the stored final one), with the answer's events logged after `at` taken off.
+/// `None` when those events are not all in the log any more.
+async fn seed_at(engine: &ChatEngine, sent: &Sent, topic: &Topic, at: u64) -> Result<Option<Seed>> {
+    let answer = &sent.assistant_message;
+    let (later, end) = match engine.snapshot(&answer.chat_id).await? {
+        Some(snapshot) if snapshot.message.id == answer.id => (snapshot.message, snapshot.offset),
+        _ => {
+            let stored = engine
+                .store()
+                .get_message(&answer.id)
+                .await
+                .map_err(ChatError::from)?
+                .ok_or(ChatError::NotFound)?;
+            if !stored.status.is_final() {
+                // It is running, but not here and not yet snapshotted: retry later.
+                return Ok(None);
+            }
+            (stored, u64::MAX)
+        }
+    };
+    let mut events = Vec::new();
+    let mut after = at;
+    // Bounded: the log holds at most its retention, read 1024 at a time.
+    for _ in 0..1024 {
+        let read = engine
+            .broker()
+            .read(topic, after, 1024)
+            .await
+            .map_err(ApiError::from)?;
+        if read.first > after.saturating_add(1) {
+            return Ok(None);
+        }
+        let Some(last) = read.events.last().map(|e| e.offset) else {
+            break;
+        };
+        for logged in read.events.iter().filter(|e| e.offset <= end) {
+            if let Ok(Some(event)) = ChatEvent::decode(&logged.name, &logged.data) {
+                events.push(event);
+            }
+        }
+        if last >= end || last >= read.head {
+            break;
+        }
+        after = last;
+    }
+    Ok(seed_before(&answer.id, &later, &events))
 }
 
 fn replay_gone() -> OpenAiError {

@@ -731,3 +731,76 @@ async fn function_call_outputs_reach_the_upstream() {
         [("call_aW3gHiqR", "sunny"), ("call_Xk9pL2mT", "15:00")]
     );
 }
+
+/// A long answer whose start has left the log (a retention of 60 events here) still resumes
+/// exactly after any event the log keeps: the response as it stood then is rebuilt from the
+/// stored answer. After an event the log dropped, the answer is `409 replay_unavailable`.
+#[tokio::test]
+async fn a_response_whose_start_left_the_log_still_resumes_exactly() {
+    let mut config = rill_server::Config::default();
+    config.streams.retention = rill_hub::Retention {
+        max_events: 60,
+        max_age: Duration::from_secs(3600),
+    };
+    let fake = FakeUpstream::start().await;
+    let server = ChatServer::with_config(&fake, config).await;
+    let response = post(
+        &server,
+        "/v1/responses",
+        json!({"model": "demo", "input": "Tell me about rivers", "background": true, "stream": true}),
+    )
+    .await;
+    // Live, the whole answer (the reader keeps up).
+    let all = response_events(response, None).await;
+    assert_eq!(all[0]["type"], "response.created");
+    let id = all[0]["response"]["id"].as_str().expect("id").to_owned();
+    assert!(all.len() > 200, "the answer is longer than the log");
+    let strip = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["response"] = e["response"]["output"].clone();
+                e
+            })
+            .collect()
+    };
+    // The answer is over: its start is long gone from the log.
+    let from_start = server
+        .client()
+        .get(server.url(&format!("/v1/responses/{id}?stream=true")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(from_start.status(), 409);
+    let error: Value = from_start.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "replay_unavailable");
+    for back in [1, 2, 5, 12, 30] {
+        let i = all.len() - 1 - back;
+        let after = all[i]["sequence_number"].as_u64().expect("number");
+        let rest = server
+            .client()
+            .get(server.url(&format!(
+                "/v1/responses/{id}?stream=true&starting_after={after}"
+            )))
+            .send()
+            .await
+            .expect("get");
+        let rest = response_events(rest, None).await;
+        assert!(
+            strip(&rest) == strip(&all[i + 1..]),
+            "the rest after event {i} of {} differs",
+            all.len()
+        );
+    }
+    let early = all[20]["sequence_number"].as_u64().expect("number");
+    let gone = server
+        .client()
+        .get(server.url(&format!(
+            "/v1/responses/{id}?stream=true&starting_after={early}"
+        )))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(gone.status(), 409);
+}
