@@ -706,7 +706,6 @@ async fn function_call_outputs_continue_the_conversation() {
 
 /// The calls and their outputs reach the upstream with the next question.
 #[tokio::test]
-#[ignore = "needs the fit_history fix in rill-chat's prompt.rs (an answer of tool calls only is dropped from the history)"]
 async fn function_call_outputs_reach_the_upstream() {
     let fake = FakeUpstream::start().await;
     fake.push(Reply::recorded(upstream_streams::stream(
