@@ -488,7 +488,16 @@ async fn create_response(
         max_output_tokens: request.sampling.max_tokens,
     };
     if let Some(slot) = slot {
-        return stream_response(&state, &principal, slot, &sent, meta, None).await;
+        // A foreground stream is the answer's only reader: like OpenAI, rill cancels the
+        // response when its client goes away. A background one runs on (resume it, or cancel).
+        let cancel = (!request.background).then(|| CancelOnDisconnect {
+            engine: engine.clone(),
+            user: user.clone(),
+            chat_id: sent.assistant_message.chat_id.clone(),
+            draining: state.draining.clone(),
+            armed: true,
+        });
+        return stream_response(&state, &principal, slot, &sent, meta, None, cancel).await;
     }
     if request.background {
         let mut response = response_object(&sent.assistant_message, &meta);
@@ -631,18 +640,71 @@ async fn stream_response(
     sent: &Sent,
     meta: ResponseMeta,
     after: Option<u64>,
+    cancel: Option<CancelOnDisconnect>,
 ) -> Result<Response> {
     let request = response_events(state, sent, meta, after)
         .await?
         .ok_or_else(replay_gone)?;
     let stream = state.hub.open(request).await.map_err(ApiError::from)?;
+    // The guard lives in the body stream: disarmed when the stream reaches its end (the
+    // response is over), dropped armed when the body is dropped early (the client left).
+    let chunks = futures::stream::unfold(
+        (Box::pin(sse::hub_chunks(stream)), cancel),
+        |(mut chunks, mut cancel)| async move {
+            match chunks.next().await {
+                Some(chunk) => Some((chunk, (chunks, cancel))),
+                None => {
+                    if let Some(cancel) = cancel.as_mut() {
+                        cancel.armed = false;
+                    }
+                    None
+                }
+            }
+        },
+    );
     Ok(sse::respond_closing(
         state,
         principal,
         slot,
-        sse::hub_chunks(stream),
+        chunks,
         response_closing,
     ))
+}
+
+/// Stops a foreground response whose stream was dropped before its end (its client went
+/// away), unless the instance is draining (then the client resumes elsewhere and the answer
+/// goes on).
+struct CancelOnDisconnect {
+    engine: ChatEngine,
+    user: String,
+    chat_id: String,
+    draining: tokio_util::sync::CancellationToken,
+    armed: bool,
+}
+
+impl Drop for CancelOnDisconnect {
+    fn drop(&mut self) {
+        if !self.armed || self.draining.is_cancelled() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (engine, user, chat_id) = (
+            self.engine.clone(),
+            std::mem::take(&mut self.user),
+            std::mem::take(&mut self.chat_id),
+        );
+        runtime.spawn(async move {
+            match engine.stop(&user, &chat_id).await {
+                // Already over (it ended as the client left): nothing to do.
+                Ok(_) | Err(ChatError::Conflict { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(%error, chat_id, "cannot cancel a response whose client left")
+                }
+            }
+        });
+    }
 }
 
 /// A stream cut short by the server: an `error` event (resume with `starting_after`).
@@ -741,7 +803,7 @@ async fn retrieve(
     let meta = meta_of(&sent.assistant_message);
     if stream {
         let slot = state.streams.acquire(&principal.user)?;
-        return stream_response(&state, &principal, slot, &sent, meta, after).await;
+        return stream_response(&state, &principal, slot, &sent, meta, after, None).await;
     }
     let message = current(engine, &sent).await?;
     Ok(Json(response_object(&message, &meta)).into_response())

@@ -436,6 +436,76 @@ async fn cancel_stops_a_background_response_and_keeps_its_text() {
     assert_eq!(again["output"], cancelled["output"]);
 }
 
+/// Polls `GET /v1/responses/{id}` until its status is final (bounded).
+async fn final_status(server: &ChatServer, id: &str) -> Value {
+    for _ in 0..200 {
+        let polled: Value = server
+            .client()
+            .get(server.url(&format!("/v1/responses/{id}")))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if !matches!(polled["status"].as_str(), Some("queued" | "in_progress")) {
+            return polled;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("response {id} never ended");
+}
+
+#[tokio::test]
+async fn a_foreground_stream_whose_client_leaves_cancels_the_response_a_background_one_does_not() {
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Reply::endless("word ", Duration::from_millis(20)));
+    let server = ChatServer::start(&fake).await;
+    let mut ids = Vec::new();
+    for background in [false, true] {
+        let response = post(
+            &server,
+            "/v1/responses",
+            json!({"model": "openai", "input": "Go on", "stream": true, "background": background}),
+        )
+        .await;
+        let head = response_events(response, Some(6)).await;
+        assert!(
+            head.iter()
+                .any(|e| e["type"] == "response.output_text.delta")
+        );
+        ids.push(head[0]["response"]["id"].as_str().expect("id").to_owned());
+        // `response_events` dropped the stream: the client is gone.
+    }
+    // The foreground response is cancelled, with the text it had, and its upstream closed.
+    let foreground = final_status(&server, &ids[0]).await;
+    assert_eq!(foreground["status"], "cancelled", "{foreground}");
+    let text = foreground["output"][0]["content"][0]["text"]
+        .as_str()
+        .expect("text kept");
+    assert!(text.starts_with("word "), "{text}");
+    assert!(fake.wait_for_disconnects(1, Duration::from_secs(5)).await);
+    // The background one runs on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let polled: Value = server
+        .client()
+        .get(server.url(&format!("/v1/responses/{}", ids[1])))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(polled["status"], "in_progress", "{polled}");
+    let cancelled = post(
+        &server,
+        &format!("/v1/responses/{}/cancel", ids[1]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(cancelled.status(), 200);
+}
+
 #[tokio::test]
 async fn bad_input_is_an_openai_error_and_stores_nothing() {
     let fake = FakeUpstream::start().await;
