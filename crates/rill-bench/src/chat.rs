@@ -1,6 +1,8 @@
 //! `rill bench chat`: C concurrent chats with the `demo` bot at zero delay; time to first token,
 //! tokens per second, and the time per token rill adds on top of the model itself (the same
 //! demo model run in-process, in the same run, with the same concurrency, is the baseline).
+//! The same prompts then go through the OpenAI face (`POST /v1/chat/completions`, streamed),
+//! so its time to first token stands next to the native API's.
 //!
 //! The server must run the demo unthrottled (`--demo-first-token-delay 0ms
 //! --demo-tokens-per-second 0`), else this measures the demo's pacing, not rill.
@@ -61,6 +63,11 @@ pub struct ChatReport {
     pub failed: u64,
     pub first_error: Option<String>,
     pub rill: ChatFigures,
+    /// The same prompts and concurrency through `POST /v1/chat/completions` (streamed).
+    pub openai: ChatFigures,
+    /// Exchanges of the OpenAI face that failed, and the first error.
+    pub openai_failed: u64,
+    pub openai_first_error: Option<String>,
     pub baseline: ChatFigures,
     /// rill's time per token minus the in-process demo's.
     pub overhead_micros_per_token: f64,
@@ -139,6 +146,49 @@ pub async fn run_chat(options: ChatOptions) -> Result<ChatReport, BenchError> {
     progress.finish_and_clear();
     let rill = figures(&exchanges, rill_wall);
 
+    // The OpenAI face: the same prompts and concurrency, one stateless completion each.
+    let started = Instant::now();
+    let progress = bar(options.progress, expected, "completions");
+    let mut tasks = Vec::new();
+    for chat in 0..options.chats {
+        let (client, options, progress) = (client.clone(), options.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            for message in 0..options.messages {
+                match completion(&client, &options, &prompt(chat, message)).await {
+                    Ok(exchange) => done.push(exchange),
+                    Err(error) => return (done, Some(error.to_string())),
+                }
+                progress.inc(1);
+            }
+            (done, None)
+        }));
+    }
+    let mut completions = Vec::new();
+    let mut openai_first_error = None;
+    let deadline = tokio::time::sleep(options.timeout);
+    tokio::pin!(deadline);
+    for task in tasks {
+        tokio::select! {
+            joined = task => match joined {
+                Ok((done, error)) => {
+                    completions.extend(done);
+                    if openai_first_error.is_none() {
+                        openai_first_error = error;
+                    }
+                }
+                Err(error) => { openai_first_error.get_or_insert_with(|| error.to_string()); }
+            },
+            () = &mut deadline => {
+                openai_first_error.get_or_insert_with(|| "the run timed out".to_owned());
+                break;
+            }
+        }
+    }
+    progress.finish_and_clear();
+    let openai = figures(&completions, started.elapsed());
+    let openai_failed = expected.saturating_sub(completions.len() as u64);
+
     // Baseline: the same model, prompts and concurrency, without rill in between.
     let provider = Arc::new(DemoProvider::new(Duration::ZERO, 0));
     let started = Instant::now();
@@ -174,6 +224,9 @@ pub async fn run_chat(options: ChatOptions) -> Result<ChatReport, BenchError> {
         first_error,
         overhead_micros_per_token: rill.micros_per_token - baseline.micros_per_token,
         rill,
+        openai,
+        openai_failed,
+        openai_first_error,
         baseline,
         generator_cpu_seconds: crate::CpuUse::own().since(own_cpu_before).total(),
     })
@@ -300,6 +353,83 @@ async fn exchange(
     }
 }
 
+/// One streamed `POST /v1/chat/completions` (with `include_usage`), read to `[DONE]`.
+async fn completion(
+    client: &reqwest::Client,
+    options: &ChatOptions,
+    content: &str,
+) -> Result<Exchange, BenchError> {
+    let start = Instant::now();
+    let response = authorized(
+        client.post(url(&options.target, "/v1/chat/completions")),
+        &options.target,
+    )
+    .json(&serde_json::json!({
+        "model": options.bot,
+        "messages": [{"role": "user", "content": content}],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    }))
+    .send()
+    .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(BenchError::Protocol(format!(
+            "chat completion answered {status}: {body}"
+        )));
+    }
+    let mut body = response.bytes_stream();
+    let mut parser = Parser::new();
+    let mut first_token = None;
+    let mut tokens = 0;
+    let mut done: Option<Result<(), String>> = None;
+    while done.is_none() {
+        let Some(chunk) = body.next().await else {
+            break;
+        };
+        let chunk = chunk?;
+        parser.feed(&chunk, |item| {
+            let Item::Event(event) = item else {
+                return;
+            };
+            if event.data == "[DONE]" {
+                done.get_or_insert(Ok(()));
+                return;
+            }
+            let data: Value = serde_json::from_str(event.data).unwrap_or_default();
+            if data.get("error").is_some() {
+                done = Some(Err(format!("error chunk: {}", event.data)));
+                return;
+            }
+            if let Some(n) = data["usage"]["completion_tokens"].as_u64() {
+                tokens = n;
+            }
+            let delta = &data["choices"][0]["delta"];
+            // The first token of any kind: the demo model reasons before it answers.
+            let token = ["content", "reasoning_content"]
+                .iter()
+                .any(|f| delta[f].as_str().is_some_and(|t| !t.is_empty()))
+                || delta.get("tool_calls").is_some();
+            if token {
+                first_token.get_or_insert_with(|| start.elapsed());
+            }
+        });
+    }
+    let total = start.elapsed();
+    match done {
+        Some(Ok(())) => Ok(Exchange {
+            first_token: first_token.unwrap_or(total),
+            total,
+            tokens,
+        }),
+        Some(Err(error)) => Err(BenchError::Protocol(error)),
+        None => Err(BenchError::Protocol(
+            "the stream ended without [DONE]".to_owned(),
+        )),
+    }
+}
+
 /// The same exchange with the demo model in-process: the floor rill's figures are compared to.
 async fn baseline_exchange(provider: &DemoProvider, content: &str) -> Option<Exchange> {
     let start = Instant::now();
@@ -348,8 +478,19 @@ impl ChatReport {
         if let Some(error) = &self.first_error {
             table.row("first error", error);
         }
+        if self.openai_failed > 0 {
+            table.row(
+                "OpenAI face failed",
+                format!(
+                    "{} ({})",
+                    self.openai_failed,
+                    self.openai_first_error.as_deref().unwrap_or("?")
+                ),
+            );
+        }
         for (name, figures) in [
             ("through rill", &self.rill),
+            ("OpenAI face", &self.openai),
             ("demo in-process", &self.baseline),
         ] {
             table.row(

@@ -1,11 +1,12 @@
 //! What the provider is sent: the system prompt and as much recent history as fits a budget.
 
 use rill_core::PromptMessage;
-use rill_core::chat::{Message, MessageStatus, Role};
+use rill_core::chat::{Message, MessageStatus, Part, Role};
 
 /// Picks the newest messages of `history` (oldest first) whose content fits `budget_chars`,
 /// keeping the order, and skipping what a model should not see as conversation: empty
-/// messages, failed or unfinished assistant answers.
+/// messages (an answer with no text but a tool call is not empty), failed or unfinished
+/// assistant answers.
 ///
 /// The budget is in characters, a deliberately provider-neutral stand-in for tokens (about four
 /// characters per token in English); the newest message is always kept even when it alone
@@ -22,10 +23,13 @@ pub(crate) fn fit_history(history: &[Message], budget_chars: usize) -> Vec<Promp
             ),
             Role::System => false,
         };
-        if !usable || m.content.trim().is_empty() {
+        // An answer that only called a tool has no text but still belongs in the history: the
+        // provider needs the call (and its result) to make sense of what follows.
+        let calls_tools = m.parts.iter().any(|p| matches!(p, Part::ToolCall { .. }));
+        if !usable || (m.content.trim().is_empty() && !calls_tools) {
             continue;
         }
-        let cost = m.content.chars().count();
+        let cost = cost_chars(m);
         if !picked.is_empty() && used.saturating_add(cost) > budget_chars {
             break;
         }
@@ -33,7 +37,7 @@ pub(crate) fn fit_history(history: &[Message], budget_chars: usize) -> Vec<Promp
         // Every part goes: each provider's encoder keeps what its API takes back (Anthropic
         // thinking blocks with their signatures, tool calls with their results).
         let parts = if m.parts.is_empty() {
-            vec![rill_core::chat::Part::text(m.content.clone())]
+            vec![Part::text(m.content.clone())]
         } else {
             m.parts.clone()
         };
@@ -44,6 +48,27 @@ pub(crate) fn fit_history(history: &[Message], budget_chars: usize) -> Vec<Promp
     }
     picked.reverse();
     picked
+}
+
+/// What a message costs of the budget: its text, and the tool calls' arguments and results
+/// (they go back to the provider too). Reasoning is not counted: providers drop or summarise it.
+fn cost_chars(m: &Message) -> usize {
+    m.parts
+        .iter()
+        .map(|p| match p {
+            Part::ToolCall {
+                input_text,
+                output,
+                error,
+                ..
+            } => input_text
+                .chars()
+                .count()
+                .saturating_add(output.as_ref().map_or(0, |o| o.to_string().chars().count()))
+                .saturating_add(error.as_ref().map_or(0, |e| e.chars().count())),
+            _ => 0,
+        })
+        .fold(m.content.chars().count(), usize::saturating_add)
 }
 
 #[cfg(test)]
@@ -91,5 +116,46 @@ mod tests {
             .map(|m| m.content())
             .collect();
         assert_eq!(got, ["dd"], "the question is kept even over budget");
+    }
+
+    #[test]
+    fn keeps_an_answer_that_only_called_a_tool() {
+        use MessageStatus::*;
+        use Role::*;
+        let mut call = msg(Assistant, Complete, "");
+        call.parts = vec![
+            Part::Reasoning {
+                text: "look it up".into(),
+                signature: None,
+                redacted: None,
+            },
+            Part::ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                input_text: r#"{"city":"Seoul"}"#.into(),
+                input: None,
+                output: Some(serde_json::json!({"c": 3})),
+                error: None,
+            },
+        ];
+        let history = vec![
+            msg(User, Complete, "weather?"),
+            call,
+            msg(User, Complete, "and now?"),
+        ];
+        let got = fit_history(&history, 10_000);
+        assert_eq!(
+            got.len(),
+            3,
+            "the tool-only answer stays between its question and the next"
+        );
+        assert!(
+            matches!(got[1].parts[1], Part::ToolCall { ref name, .. } if name == "get_weather")
+        );
+
+        // Its arguments and result count against the budget: with room for the last question
+        // only, the call does not squeeze in.
+        let got = fit_history(&history, 9);
+        assert_eq!(got.len(), 1);
     }
 }

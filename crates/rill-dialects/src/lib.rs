@@ -16,12 +16,15 @@
 //! | [`openai_chat`] | request body, chunk decoder | |
 //! | [`anthropic`] | request body, event decoder | |
 //! | [`ai_sdk`] | request body (UI messages), UI message chunk decoder | UI message stream encoder, stored message as `UIMessage` |
+//! | [`openai_in`], [`openai_out`] | | the OpenAI face: Chat Completions and Responses request bodies in; chunks, Responses events and `Response` objects out |
 //! | [`continuation`] | the answer so far as a prefill, per API | |
 
 pub mod ai_sdk;
 pub mod anthropic;
 pub mod continuation;
 pub mod openai_chat;
+pub mod openai_in;
+pub mod openai_out;
 
 use std::collections::VecDeque;
 

@@ -1,4 +1,4 @@
-//! The HTTP face of rill (axum): health, topics, chats, the AI SDK face, auth, CORS, TLS/h2,
+//! The HTTP face of rill (axum): health, topics, chats, the AI SDK and OpenAI faces, auth, CORS, TLS/h2,
 //! metrics, the page.
 //!
 //! **Invariant:** only this crate knows axum and hyper. It owns no domain logic: it validates
@@ -18,6 +18,7 @@ mod json;
 mod limits;
 mod listen;
 mod metrics;
+mod openai;
 mod openapi;
 mod page;
 mod routes;
@@ -214,6 +215,7 @@ pub(crate) fn api_routes() -> routes::Routes {
         .merge(topics::router())
         .merge(chats::router())
         .merge(ai_sdk::router())
+        .merge(openai::router())
         .merge(metrics::router())
         .merge(tickets::router())
         .merge(openapi::router())

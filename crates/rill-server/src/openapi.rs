@@ -125,6 +125,12 @@ pub(crate) fn document(jwt: bool) -> utoipa::openapi::OpenApi {
         crate::ai_sdk::resume,
         crate::ai_sdk::stop,
         crate::ai_sdk::messages,
+        crate::openai::models,
+        crate::openai::model,
+        crate::openai::chat_completions,
+        crate::openai::create_response,
+        crate::openai::retrieve,
+        crate::openai::cancel,
     ),
     components(schemas(
         ErrorBody,
@@ -136,6 +142,7 @@ pub(crate) fn document(jwt: bool) -> utoipa::openapi::OpenApi {
         UiMessage,
         crate::topics::TopicName,
         crate::ai_sdk::UiMessageInput,
+        crate::openai::OpenAiErrorBody,
     )),
     modifiers(&SecuritySchemes, &EdgeErrors),
     tags(
@@ -145,6 +152,8 @@ pub(crate) fn document(jwt: bool) -> utoipa::openapi::OpenApi {
         (name = "chats", description = "Bots, chats, messages, answers and the chat's event stream."),
         (name = "ai-sdk", description = "The Vercel AI SDK face (`useChat`'s transport)."),
         (name = "page", description = "The chat page and its assets."),
+        (name = "openai", description = "The OpenAI face (`/v1`): the official SDKs unmodified; \
+                                         errors in OpenAI's shape (docs/openai.md)."),
     ),
 )]
 struct ApiDoc;
@@ -194,7 +203,7 @@ impl Modify for SecuritySchemes {
         );
         // Every API operation that names no security of its own takes a token.
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/api/") {
+            if !(path.starts_with("/api/") || path.starts_with("/v1/")) {
                 continue;
             }
             for operation in operations_mut(item) {
@@ -245,7 +254,14 @@ struct EdgeErrors;
 impl Modify for EdgeErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let api = path.starts_with("/api/");
+            // The OpenAI face answers every error in OpenAI's shape.
+            let openai = path.starts_with("/v1/");
+            let api = path.starts_with("/api/") || openai;
+            let schema = if openai {
+                "OpenAiErrorBody"
+            } else {
+                "ErrorBody"
+            };
             let methods = [
                 (Method::GET, item.get.as_mut()),
                 (Method::POST, item.post.as_mut()),
@@ -272,7 +288,7 @@ impl Modify for EdgeErrors {
                 let mut add = |status: &str, description: &str| {
                     let responses = &mut operation.responses.responses;
                     if !responses.contains_key(status) {
-                        responses.insert(status.to_owned(), error_response(description));
+                        responses.insert(status.to_owned(), error_response(description, schema));
                     }
                 };
                 if operation.request_body.is_some() {
@@ -321,15 +337,15 @@ impl Modify for EdgeErrors {
     }
 }
 
-/// A response with the JSON error body.
-fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+/// A response with the JSON error body (`schema`: `ErrorBody`, or `OpenAiErrorBody` on `/v1`).
+fn error_response(description: &str, schema: &str) -> RefOr<utoipa::openapi::Response> {
     RefOr::T(
         ResponseBuilder::new()
             .description(description)
             .content(
                 "application/json",
                 ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .schema(Some(Ref::from_schema_name(schema)))
                     .build(),
             )
             .build(),

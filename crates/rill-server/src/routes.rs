@@ -73,6 +73,15 @@ impl Routes {
         self
     }
 
+    /// Applies `f` (e.g. a layer) to the routes added so far.
+    pub(crate) fn map_router(
+        mut self,
+        f: impl FnOnce(Router<AppState>) -> Router<AppState>,
+    ) -> Self {
+        self.router = f(self.router);
+        self
+    }
+
     pub(crate) fn merge(mut self, other: Routes) -> Self {
         self.router = self.router.merge(other.router);
         self.table.extend(other.table);

@@ -414,6 +414,10 @@ async fn a_stalled_subscriber_is_dropped_while_others_keep_up() {
     assert_eq!(hub.metrics().snapshot().open_streams, 2);
 
     let blob = "x".repeat(16 * 1024);
+    // The good reader reports its progress, and the publisher never runs more than half a queue
+    // ahead of it: "keeps up" then holds however slow the machine is, while the stalled one
+    // falls behind by the whole backlog.
+    let (progress, mut read_so_far) = tokio::sync::watch::channel(0u64);
     let reader = tokio::spawn(async move {
         let mut seen = Vec::new();
         while seen.len() < 600 {
@@ -423,11 +427,20 @@ async fn a_stalled_subscriber_is_dropped_while_others_keep_up() {
                 .expect("the good subscriber's stream ended");
             assert_eq!(e.event, "message", "{e:?}");
             seen.push(unwrap_envelope(&e).1["n"].as_u64().unwrap());
+            progress.send_replace(seen.len() as u64);
         }
         seen
     });
     let mut max_queued = 0;
     for n in 0..600u64 {
+        let lead = (QUEUE / 2) as u64;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            read_so_far.wait_for(|read| read.saturating_add(lead) >= n),
+        )
+        .await
+        .expect("the good subscriber stopped reading")
+        .expect("the good subscriber's reader ended");
         server
             .publish("s", None, json!({ "n": n, "blob": blob }))
             .await;

@@ -178,4 +178,17 @@ async fn every_scenario_runs_and_loses_nothing() {
         chat["rill"]["tokens"], chat["baseline"]["tokens"],
         "the same prompts give the same answers through rill and in-process: {chat}"
     );
+    // The OpenAI face, with the same prompts: the same answers, a first token measured.
+    assert_eq!(chat["openai_failed"], 0, "{chat}");
+    assert_eq!(chat["openai"]["exchanges"], 2, "{chat}");
+    assert_eq!(
+        chat["openai"]["tokens"], chat["baseline"]["tokens"],
+        "{chat}"
+    );
+    assert!(
+        chat["openai"]["first_token_p50_micros"]
+            .as_u64()
+            .is_some_and(|t| t > 0),
+        "{chat}"
+    );
 }
