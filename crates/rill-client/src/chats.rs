@@ -389,11 +389,11 @@ impl ChatStream {
     /// The next update, `None` after the answer's completion (or a final error).
     pub async fn next(&mut self) -> Option<Result<ChatUpdate, Error>> {
         let item = self.exchange.next().await?;
-        if let Ok(ChatUpdate::Event(event)) = &item {
-            if let Err(error) = protocol::apply(&mut self.answer, event) {
-                // A server that sends events that do not fit: say so, keep the stream.
-                tracing::warn!(%error, "an event does not fit the answer");
-            }
+        if let Ok(ChatUpdate::Event(event)) = &item
+            && let Err(error) = protocol::apply(&mut self.answer, event)
+        {
+            // A server that sends events that do not fit: say so, keep the stream.
+            tracing::warn!(%error, "an event does not fit the answer");
         }
         Some(item)
     }
@@ -453,10 +453,10 @@ impl Exchange {
                 }
                 SseItem::Open { .. } => {
                     // Every open here is a reconnect (the first was awaited before posting).
-                    if !self.seen_id {
-                        if let Err(error) = self.settle_from_history().await {
-                            return Some(Err(error));
-                        }
+                    if !self.seen_id
+                        && let Err(error) = self.settle_from_history().await
+                    {
+                        return Some(Err(error));
                     }
                 }
                 SseItem::Reconnecting {

@@ -982,14 +982,15 @@ impl Decoder for ChunkDecoder {
             "tool-input-delta" => {
                 let id = text("toolCallId");
                 let delta = text("inputTextDelta");
-                if let Some(call) = self.calls.get_mut(&id) {
-                    if !delta.is_empty() && !call.ended {
-                        call.streamed = true;
-                        out.push_back(ProviderEvent::ToolCallInput {
-                            key: call.key,
-                            text: delta,
-                        });
-                    }
+                if let Some(call) = self.calls.get_mut(&id)
+                    && !delta.is_empty()
+                    && !call.ended
+                {
+                    call.streamed = true;
+                    out.push_back(ProviderEvent::ToolCallInput {
+                        key: call.key,
+                        text: delta,
+                    });
                 }
             }
             "tool-input-available" => {

@@ -163,10 +163,10 @@ fn assistant_blocks(parts: &[Part]) -> (Vec<Value>, Vec<Value>) {
                 blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
                 let mut block =
                     json!({"type": "tool_result", "tool_use_id": id, "content": result});
-                if error.is_some() {
-                    if let Some(o) = block.as_object_mut() {
-                        o.insert("is_error".into(), json!(true));
-                    }
+                if error.is_some()
+                    && let Some(o) = block.as_object_mut()
+                {
+                    o.insert("is_error".into(), json!(true));
                 }
                 results.push(block);
             }

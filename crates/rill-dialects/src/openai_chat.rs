@@ -294,11 +294,11 @@ impl ChunkDecoder {
             (None, Some(_)) => false,
         };
         if new_call {
-            if let Some(earlier) = self.calls.remove(&fragment.index) {
-                if earlier.started {
-                    self.open_keys.retain(|k| *k != earlier.key);
-                    out.push_back(ProviderEvent::ToolCallEnd { key: earlier.key });
-                }
+            if let Some(earlier) = self.calls.remove(&fragment.index)
+                && earlier.started
+            {
+                self.open_keys.retain(|k| *k != earlier.key);
+                out.push_back(ProviderEvent::ToolCallEnd { key: earlier.key });
             }
             let key = self.next_key;
             self.next_key = self.next_key.saturating_add(1);
@@ -321,10 +321,10 @@ impl ChunkDecoder {
         let Some(call) = self.calls.get_mut(&fragment.index) else {
             return;
         };
-        if let Some(name) = function.name.filter(|n| !n.is_empty()) {
-            if !call.started {
-                call.name = name;
-            }
+        if let Some(name) = function.name.filter(|n| !n.is_empty())
+            && !call.started
+        {
+            call.name = name;
         }
         let arguments = match function.arguments {
             Some(Value::String(s)) => s,

@@ -423,21 +423,21 @@ impl ChatCompletionRequest {
             "functions",
             "use 'tools' (the deprecated 'functions' is not)",
         )?;
-        if let Some(modalities) = o.get("modalities").and_then(Value::as_array) {
-            if modalities.iter().any(|m| m.as_str() != Some("text")) {
-                return Err(InvalidRequest::unsupported(
-                    "modalities",
-                    "only text answers are",
-                ));
-            }
+        if let Some(modalities) = o.get("modalities").and_then(Value::as_array)
+            && modalities.iter().any(|m| m.as_str() != Some("text"))
+        {
+            return Err(InvalidRequest::unsupported(
+                "modalities",
+                "only text answers are",
+            ));
         }
-        if let Some(format) = o.get("response_format").filter(|f| !f.is_null()) {
-            if format.get("type").and_then(Value::as_str) != Some("text") {
-                return Err(InvalidRequest::unsupported(
-                    "response_format",
-                    "structured outputs are not (only {\"type\":\"text\"})",
-                ));
-            }
+        if let Some(format) = o.get("response_format").filter(|f| !f.is_null())
+            && format.get("type").and_then(Value::as_str) != Some("text")
+        {
+            return Err(InvalidRequest::unsupported(
+                "response_format",
+                "structured outputs are not (only {\"type\":\"text\"})",
+            ));
         }
         let stream = optional_bool(o, "stream")?.unwrap_or(false);
         let include_usage = match o.get("stream_options") {
@@ -627,11 +627,11 @@ fn attach_result(messages: &mut [PromptMessage], call_id: &str, text: String) ->
             continue;
         }
         for part in &mut message.parts {
-            if let Part::ToolCall { id, output, .. } = part {
-                if id == call_id {
-                    *output = Some(Value::String(text));
-                    return Some(());
-                }
+            if let Part::ToolCall { id, output, .. } = part
+                && id == call_id
+            {
+                *output = Some(Value::String(text));
+                return Some(());
             }
         }
     }

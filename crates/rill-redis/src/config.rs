@@ -167,13 +167,13 @@ impl RedisBrokerConfig {
                 "the seeds mix rediss:// and redis://: a cluster is all TLS or none".into(),
             ));
         }
-        if let Some(path) = &self.tls_ca_file {
-            if tls == 0 {
-                return Err(ConfigError::BadCaFile {
-                    path: path.display().to_string(),
-                    reason: "a CA file is for TLS, but the URL is not rediss://".into(),
-                });
-            }
+        if let Some(path) = &self.tls_ca_file
+            && tls == 0
+        {
+            return Err(ConfigError::BadCaFile {
+                path: path.display().to_string(),
+                reason: "a CA file is for TLS, but the URL is not rediss://".into(),
+            });
         }
         let p = &self.key_prefix;
         let prefix_ok = p.len() <= 64

@@ -528,12 +528,12 @@ impl AsyncPushSender for PushHandler {
             PushKind::SUnsubscribe | PushKind::Unsubscribe => {
                 // Our own unsubscribes come for channels no longer wanted here; one for a
                 // channel still wanted was the server's doing (its slot moved away).
-                if let Some(Value::BulkString(channel)) = info.data.first() {
-                    if self.feed.wants(&self.link, channel) {
-                        let _ = self.link.control.send(Control::Dropped {
-                            channel: channel.clone().into_boxed_slice(),
-                        });
-                    }
+                if let Some(Value::BulkString(channel)) = info.data.first()
+                    && self.feed.wants(&self.link, channel)
+                {
+                    let _ = self.link.control.send(Control::Dropped {
+                        channel: channel.clone().into_boxed_slice(),
+                    });
                 }
             }
             PushKind::Disconnection
@@ -849,13 +849,12 @@ impl ControlTask {
                 reply,
                 ..
             } => {
-                if let Some(id) = sink {
-                    if subscribed.contains(&channel) {
-                        if let Some(t) = read(&self.feed.topics).get(&channel) {
-                            for s in read(&t.sinks).iter().filter(|s| s.id == id) {
-                                s.live.store(true, Ordering::Release);
-                            }
-                        }
+                if let Some(id) = sink
+                    && subscribed.contains(&channel)
+                    && let Some(t) = read(&self.feed.topics).get(&channel)
+                {
+                    for s in read(&t.sinks).iter().filter(|s| s.id == id) {
+                        s.live.store(true, Ordering::Release);
                     }
                 }
                 if let Some(reply) = reply {

@@ -464,10 +464,11 @@ impl Auth {
         }
         // A ticket opens one stream, and streams are GETs: elsewhere it is not a credential,
         // so it is not spent by a request it could never authorize.
-        if sources == Sources::Stream && parts.method == Method::GET {
-            if let Some(ticket) = query_credential(parts, TICKET_QUERY) {
-                return Ok(Found::Ticket(ticket.into_owned()));
-            }
+        if sources == Sources::Stream
+            && parts.method == Method::GET
+            && let Some(ticket) = query_credential(parts, TICKET_QUERY)
+        {
+            return Ok(Found::Ticket(ticket.into_owned()));
         }
         Err(unauthorized("unauthorized", "a bearer token is required"))
     }

@@ -568,10 +568,8 @@ pub(crate) async fn create_response(
         Ok(sent) => sent,
         Err(error) => {
             // Nothing stays of a refused request.
-            if created {
-                if let Err(e) = engine.delete_chat(&user, &chat_id).await {
-                    tracing::warn!(error = %e, chat_id, "cannot remove the chat of a refused response");
-                }
+            if created && let Err(e) = engine.delete_chat(&user, &chat_id).await {
+                tracing::warn!(error = %e, chat_id, "cannot remove the chat of a refused response");
             }
             return Err(match error {
                 ChatError::InvalidContent { message, .. } => OpenAiError::bad("input", message),
@@ -845,10 +843,10 @@ async fn exchange_of(engine: &ChatEngine, user: &str, id: &str) -> Result<Sent> 
 async fn current(engine: &ChatEngine, sent: &Sent) -> Result<rill_core::chat::Message> {
     let answer = &sent.assistant_message;
     if !answer.status.is_final() {
-        if let Some(snapshot) = engine.snapshot(&answer.chat_id).await? {
-            if snapshot.message.id == answer.id {
-                return Ok(snapshot.message);
-            }
+        if let Some(snapshot) = engine.snapshot(&answer.chat_id).await?
+            && snapshot.message.id == answer.id
+        {
+            return Ok(snapshot.message);
         }
         // It ended between the two reads: the stored one is final now.
         if let Some(stored) = engine

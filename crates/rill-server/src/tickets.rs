@@ -244,15 +244,15 @@ fn too_many_tickets() -> ApiError {
 /// topic `_chat/{id}` opens `/api/chats/{id}/events`; public topics open `/api/events` (whose
 /// handler then checks each requested topic against them). Nothing else.
 pub(crate) fn opens(topics: &[Topic], path: &str) -> bool {
-    if let [topic] = topics {
-        if let Some(chat) = topic.as_str().strip_prefix("_chat/") {
-            return path
-                .strip_prefix("/api/chats/")
-                .and_then(|rest| rest.strip_suffix("/events"))
-                .filter(|segment| !segment.contains('/'))
-                .and_then(percent_decode)
-                .is_some_and(|id| id == chat);
-        }
+    if let [topic] = topics
+        && let Some(chat) = topic.as_str().strip_prefix("_chat/")
+    {
+        return path
+            .strip_prefix("/api/chats/")
+            .and_then(|rest| rest.strip_suffix("/events"))
+            .filter(|segment| !segment.contains('/'))
+            .and_then(percent_decode)
+            .is_some_and(|id| id == chat);
     }
     !topics.is_empty() && path == "/api/events" && topics.iter().all(|t| !t.is_reserved())
 }

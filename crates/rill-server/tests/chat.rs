@@ -445,7 +445,7 @@ async fn history_pages_walk_250_messages_while_new_ones_arrive() {
             store
                 .insert_message(rill_core::chat::NewMessage {
                     chat_id: chat,
-                    role: if i % 2 == 0 {
+                    role: if i.is_multiple_of(2) {
                         rill_core::chat::Role::User
                     } else {
                         rill_core::chat::Role::Assistant

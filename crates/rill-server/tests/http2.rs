@@ -129,10 +129,10 @@ async fn twenty_streams(
                             }
                         }
                     });
-                    if got.len() == EVENTS {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(got.clone());
-                        }
+                    if got.len() == EVENTS
+                        && let Some(tx) = ready_tx.take()
+                    {
+                        let _ = tx.send(got.clone());
                     }
                 }
                 event_names

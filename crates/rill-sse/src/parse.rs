@@ -195,10 +195,10 @@ impl Parser {
             // of the pair); when it was interpreted, the LF is dropped.
             if let Some(cr) = self.carry.len().checked_sub(1) {
                 // The CR's recorded line end (if any) learns that an LF follows it.
-                if let Some(last) = self.carry_ends_len.checked_sub(1) {
-                    if line_end_and_next(self.carry_ends[last]).0 == cr {
-                        self.carry_ends[last] |= CR_LF;
-                    }
+                if let Some(last) = self.carry_ends_len.checked_sub(1)
+                    && line_end_and_next(self.carry_ends[last]).0 == cr
+                {
+                    self.carry_ends[last] |= CR_LF;
                 }
                 self.carry.push(b'\n');
                 self.carry_line = self.carry.len();

@@ -362,10 +362,8 @@ impl RedisCluster {
                         _ => false,
                     }
                 });
-                if serves {
-                    if let Some(i) = self.nodes.iter().position(|n| Some(n.port) == port) {
-                        return i;
-                    }
+                if serves && let Some(i) = self.nodes.iter().position(|n| Some(n.port) == port) {
+                    return i;
                 }
             }
         }

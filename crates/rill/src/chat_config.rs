@@ -244,13 +244,13 @@ fn validate_bots(bots: &[BotConfig]) -> anyhow::Result<()> {
         if bot.model.trim().is_empty() {
             bail!("bot {:?} in `bots` has an empty `model`", bot.id);
         }
-        if let Some(t) = bot.temperature {
-            if !(0.0..=2.0).contains(&t) {
-                bail!(
-                    "bot {:?} in `bots`: `temperature` must be between 0 and 2",
-                    bot.id
-                );
-            }
+        if let Some(t) = bot.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            bail!(
+                "bot {:?} in `bots`: `temperature` must be between 0 and 2",
+                bot.id
+            );
         }
     }
     Ok(())

@@ -592,13 +592,13 @@ impl EdgeArgs {
                     ),
                 };
                 let ticket_secret = self.ticket_secret.or(file.ticket_secret);
-                if let Some(secret) = &ticket_secret {
-                    if secret.expose().len() < rill_server::MIN_SECRET_LEN {
-                        bail!(
-                            "invalid value for `ticket_secret`: it must be at least {} bytes",
-                            rill_server::MIN_SECRET_LEN
-                        );
-                    }
+                if let Some(secret) = &ticket_secret
+                    && secret.expose().len() < rill_server::MIN_SECRET_LEN
+                {
+                    bail!(
+                        "invalid value for `ticket_secret`: it must be at least {} bytes",
+                        rill_server::MIN_SECRET_LEN
+                    );
                 }
                 let ticket_ttl = match pick(self.ticket_ttl, file.ticket_ttl) {
                     Some(v) => parse_key("ticket_ttl", &v, |s| {

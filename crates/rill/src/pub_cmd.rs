@@ -53,10 +53,8 @@ async fn run(args: PubArgs) -> anyhow::Result<()> {
 
 /// DATA as JSON when it parses (and `--string` is not given), else as a JSON string.
 fn to_json(bytes: Vec<u8>, force_string: bool) -> anyhow::Result<Value> {
-    if !force_string {
-        if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
-            return Ok(value);
-        }
+    if !force_string && let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+        return Ok(value);
     }
     let text = String::from_utf8(bytes).context("DATA is neither JSON nor UTF-8 text")?;
     Ok(Value::String(text))

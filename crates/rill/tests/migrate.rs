@@ -114,10 +114,9 @@ async fn serve(database: &str, extra: &[&str]) -> Result<tokio::process::Child, 
             .get(format!("http://127.0.0.1:{port}/readyz"))
             .send()
             .await
+            && r.status() == 200
         {
-            if r.status() == 200 {
-                return Ok(child);
-            }
+            return Ok(child);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

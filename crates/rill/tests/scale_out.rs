@@ -242,10 +242,10 @@ async fn launch(mut command: Command, port: u16) -> Instance {
     let client = reqwest::Client::new();
     // Up means ready: the broker answers (the listener is bound before the backends connect).
     for _ in 0..400 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return Instance { child, base };
-            }
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return Instance { child, base };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -964,10 +964,10 @@ async fn start_nginx(ports: &[String]) -> Option<(String, Child, tempfile::TempD
     let proxy = format!("http://127.0.0.1:{listen}");
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{proxy}/readyz")).send().await {
-            if r.status() == 200 {
-                return Some((proxy, nginx, dir));
-            }
+        if let Ok(r) = client.get(format!("{proxy}/readyz")).send().await
+            && r.status() == 200
+        {
+            return Some((proxy, nginx, dir));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -225,10 +225,9 @@ impl ChatEngine {
             key: Some(key),
             ..
         }) = ask
+            && let Some(sent) = self.repeated(chat_id, key, content).await?
         {
-            if let Some(sent) = self.repeated(chat_id, key, content).await? {
-                return Ok(sent);
-            }
+            return Ok(sent);
         }
         if self.is_running(chat_id) {
             return Err(ChatError::Busy);

@@ -110,15 +110,15 @@ impl ChatEngine {
             }
             None => {
                 // A client that lost its place gets the latest answer as it ended.
-                if lost.is_some() {
-                    if let Some(answer) = self.latest_answer(chat_id).await? {
-                        let completed = answer
-                            .status
-                            .is_final()
-                            .then(|| ChatEvent::completed_of(&answer));
-                        prelude.push(ChatEvent::Snapshot(answer));
-                        prelude.extend(completed);
-                    }
+                if lost.is_some()
+                    && let Some(answer) = self.latest_answer(chat_id).await?
+                {
+                    let completed = answer
+                        .status
+                        .is_final()
+                        .then(|| ChatEvent::completed_of(&answer));
+                    prelude.push(ChatEvent::Snapshot(answer));
+                    prelude.extend(completed);
                 }
                 head.head
             }
@@ -141,16 +141,17 @@ impl ChatEngine {
         let answer_id = sent.assistant_message.id.clone();
         let until = Until::Completed(Some(answer_id.clone()));
         let head = self.head(&topic).await?;
-        if let Some(start) = &sent.start {
-            if start.epoch == head.epoch && start.offset.saturating_add(1) >= head.first {
-                return Ok(Plan {
-                    start: Start::After(vec![(topic.clone(), start.offset)]),
-                    topic,
-                    prelude: Vec::new(),
-                    until,
-                    message_id: Some(answer_id),
-                });
-            }
+        if let Some(start) = &sent.start
+            && start.epoch == head.epoch
+            && start.offset.saturating_add(1) >= head.first
+        {
+            return Ok(Plan {
+                start: Start::After(vec![(topic.clone(), start.offset)]),
+                topic,
+                prelude: Vec::new(),
+                until,
+                message_id: Some(answer_id),
+            });
         }
         let mut prelude = vec![ChatEvent::Created(sent.user_message.clone())];
         let start = self
@@ -220,10 +221,10 @@ impl ChatEngine {
         };
         if offset > 0 {
             let at = self.inner.broker.read(topic, offset - 1, 1).await?;
-            if let Some(event) = at.events.first().filter(|e| e.offset == offset) {
-                if &*event.name == COMPLETED {
-                    return Ok(Some(Resume::NoContent));
-                }
+            if let Some(event) = at.events.first().filter(|e| e.offset == offset)
+                && &*event.name == COMPLETED
+            {
+                return Ok(Some(Resume::NoContent));
             }
         }
         let chat_id = topic.as_str().strip_prefix("_chat/").unwrap_or_default();
@@ -262,11 +263,11 @@ impl ChatEngine {
         head: &LogRead,
         prelude: &mut Vec<ChatEvent>,
     ) -> Result<u64, ChatError> {
-        if let Some(snapshot) = self.snapshot(chat_id).await? {
-            if snapshot.message.id == answer_id {
-                prelude.push(ChatEvent::Snapshot(snapshot.message));
-                return Ok(snapshot.offset);
-            }
+        if let Some(snapshot) = self.snapshot(chat_id).await?
+            && snapshot.message.id == answer_id
+        {
+            prelude.push(ChatEvent::Snapshot(snapshot.message));
+            return Ok(snapshot.offset);
         }
         let answer: Message = self
             .inner

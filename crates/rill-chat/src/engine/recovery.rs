@@ -49,11 +49,11 @@ impl ChatEngine {
                     (message.clone(), None)
                 }
             };
-            if let (false, Some(offset)) = (all, offset) {
-                if self.continue_generation(current.clone(), offset).await? {
-                    recovered += 1;
-                    continue;
-                }
+            if let (false, Some(offset)) = (all, offset)
+                && self.continue_generation(current.clone(), offset).await?
+            {
+                recovered += 1;
+                continue;
             }
             let outcome = Outcome {
                 status: MessageStatus::Interrupted,

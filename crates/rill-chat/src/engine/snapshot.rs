@@ -53,11 +53,11 @@ impl ChatEngine {
                 break;
             };
             for event in &read.events {
-                if let Ok(Some(event)) = ChatEvent::decode(&event.name, &event.data) {
-                    if let Err(error) = apply(&mut message, &event) {
-                        tracing::warn!(%error, "a logged event does not fit the checkpoint; keeping the checkpoint");
-                        return Ok(Snapshot { message, offset });
-                    }
+                if let Ok(Some(event)) = ChatEvent::decode(&event.name, &event.data)
+                    && let Err(error) = apply(&mut message, &event)
+                {
+                    tracing::warn!(%error, "a logged event does not fit the checkpoint; keeping the checkpoint");
+                    return Ok(Snapshot { message, offset });
                 }
             }
             offset = last;
