@@ -39,7 +39,8 @@ const MAX_BATCH: usize = 64 * 1024;
 const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
 Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
 const PUBLISHED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const NOT_FOUND: &[u8] =
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 const BAD_REQUEST: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
@@ -54,7 +55,10 @@ struct Hub {
 
 impl Hub {
     fn sender(&self, topic: &str) -> broadcast::Sender<Frame> {
-        let mut topics = self.topics.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut topics = self
+            .topics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         topics
             .entry(topic.to_owned())
             .or_insert_with(|| broadcast::channel(self.queue).0)
@@ -63,14 +67,19 @@ impl Hub {
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let port = u16::try_from(env_number("PORT", 8184)).unwrap_or(8184);
     let heartbeat_s = env_number("HEARTBEAT_S", 5).max(1);
-    let queue = usize::try_from(env_number("QUEUE", 1024)).unwrap_or(1024).max(1);
+    let queue = usize::try_from(env_number("QUEUE", 1024))
+        .unwrap_or(1024)
+        .max(1);
 
     let (tick, heartbeat) = watch::channel(());
     tokio::spawn(async move {
