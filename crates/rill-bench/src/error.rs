@@ -24,6 +24,9 @@ pub enum BenchError {
     /// A setting is out of range.
     #[error("invalid option: {0}")]
     Option(String),
+    /// The server's processes could not be found or read (`/proc`): no memory to measure.
+    #[error("cannot read the server's memory: pass --server-pid")]
+    NoServerProcess,
     /// Too few subscribers could connect to run the scenario meaningfully.
     #[error("only {connected} of {wanted} subscribers connected (first error: {first_error})")]
     TooFewSubscribers {

@@ -92,6 +92,11 @@ pub struct FanoutStep {
     pub max_micros: u64,
     /// Subscribers the server closed during the run.
     pub disconnected: usize,
+    /// The server's CPU time (user + system, all its processes) from this run's first publish
+    /// to its last delivery or the end of the drain; `None` when it could not be read.
+    pub server_cpu_seconds: Option<f64>,
+    /// `server_cpu_seconds` per delivery, in microseconds.
+    pub server_cpu_micros_per_delivery: Option<f64>,
     /// Within the latency bound with nothing lost (only meaningful with `find_max`).
     pub passed: bool,
 }
@@ -390,7 +395,16 @@ pub async fn run_fanout(options: FanoutOptions) -> Result<FanoutReport, BenchErr
     let mut rate = options.rate;
     let (mut passed_rate, mut failed_rate) = (None::<f64>, None::<f64>);
     for index in 0..steps {
-        let step = run_step(&options, &shared, &publisher, index, rate, subscribers).await?;
+        let step = run_step(
+            &options,
+            &shared,
+            &publisher,
+            &pids,
+            index,
+            rate,
+            subscribers,
+        )
+        .await?;
         let passed = options.find_max.is_none_or(|find| {
             step.lost == 0
                 && step.publish_errors == 0
@@ -510,6 +524,7 @@ async fn run_step(
     options: &FanoutOptions,
     shared: &Arc<Shared>,
     publisher: &Publisher,
+    pids: &[u32],
     index: usize,
     rate: f64,
     subscribers: usize,
@@ -528,6 +543,7 @@ async fn run_step(
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let interval_nanos = 1e9 / rate;
+    let server_cpu_before = CpuUse::of(pids);
     let start = Instant::now();
     let start_micros = shared.micros();
     let mut publishers = Vec::new();
@@ -563,6 +579,9 @@ async fn run_step(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered = step.unique.load(Ordering::Relaxed);
+    let server_cpu_seconds = CpuUse::of(pids)
+        .zip(server_cpu_before)
+        .map(|(after, before)| after.since(before).total());
     let mut latencies = new_histogram();
     for shard in &step.latencies {
         if let Ok(shard) = shard.lock() {
@@ -591,6 +610,10 @@ async fn run_step(
         p99_micros: latencies.value_at_quantile(0.99),
         max_micros: latencies.max(),
         disconnected: shared.disconnected.load(Ordering::Relaxed) - disconnected_before,
+        server_cpu_seconds,
+        server_cpu_micros_per_delivery: server_cpu_seconds
+            .filter(|_| delivered > 0)
+            .map(|seconds| seconds * 1e6 / delivered as f64),
         passed: true,
     })
 }

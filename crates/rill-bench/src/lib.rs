@@ -1,5 +1,5 @@
-//! Load and latency scenarios behind `rill bench`: idle `connections`, topic `fanout` and
-//! demo-bot `chat`, against rill or (for the side-by-side comparison) nchan, Pushpin and a
+//! Load and latency scenarios behind `rill bench`: idle `connections`, topic `fanout`,
+//! demo-bot `chat` and memory after `stalled` readers, against rill or (for the side-by-side comparison) nchan, Pushpin and a
 //! hand-rolled Node.js server.
 //!
 //! The load generator is meant never to be the bottleneck: subscribers are raw tokio TCP
@@ -14,6 +14,7 @@ mod fanout;
 mod proc;
 mod progress;
 mod report;
+mod stalled;
 mod target;
 mod wire;
 
@@ -23,4 +24,5 @@ pub use error::BenchError;
 pub use fanout::{FanoutOptions, FanoutReport, FanoutStep, FindMax, run_fanout};
 pub use proc::{CpuUse, MemoryUse, discover_server_pids, raise_open_files_limit};
 pub use report::Table;
+pub use stalled::{StalledOptions, StalledReport, StalledRound, run_stalled};
 pub use target::{Flavor, Target};

@@ -23,16 +23,20 @@ pub enum Flavor {
     /// The Node.js Express server (bench/node-express): `GET /events?topic=T`,
     /// `POST /publish/T` `{"data":...}`.
     Node,
+    /// The raw-tokio floor (bench/raw-tokio): nchan's shapes, `GET /sub/T`, `POST /pub/T` with
+    /// the raw data.
+    Floor,
 }
 
 impl Flavor {
-    /// Parses `rill`, `nchan`, `pushpin` or `node`.
+    /// Parses `rill`, `nchan`, `pushpin`, `node` or `floor`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "rill" => Some(Flavor::Rill),
             "nchan" => Some(Flavor::Nchan),
             "pushpin" => Some(Flavor::Pushpin),
             "node" => Some(Flavor::Node),
+            "floor" => Some(Flavor::Floor),
             _ => None,
         }
     }
@@ -105,7 +109,7 @@ impl Target {
     pub(crate) fn subscribe_request(&self, topic: &str) -> Vec<u8> {
         let path = match self.flavor {
             Flavor::Rill => format!("/api/events?topic={topic}"),
-            Flavor::Nchan | Flavor::Pushpin => format!("/sub/{topic}"),
+            Flavor::Nchan | Flavor::Pushpin | Flavor::Floor => format!("/sub/{topic}"),
             Flavor::Node => format!("/events?topic={topic}"),
         };
         let host = self.server.host_str().unwrap_or("127.0.0.1");
@@ -135,7 +139,7 @@ impl Target {
                 join(&format!("/api/topics/{topic}/events")),
                 format!(r#"{{"data":{payload}}}"#),
             ),
-            Flavor::Nchan => (join(&format!("/pub/{topic}")), payload.to_owned()),
+            Flavor::Nchan | Flavor::Floor => (join(&format!("/pub/{topic}")), payload.to_owned()),
             Flavor::Node => (
                 join(&format!("/publish/{topic}")),
                 format!(r#"{{"data":{payload}}}"#),

@@ -28,7 +28,7 @@ use rill_core::{
 };
 
 use crate::metrics::HubMetrics;
-use crate::queue::{Item, Queue, TopicSink};
+use crate::queue::{Item, Queue, Taken, TopicSink};
 
 /// How a session writes its events: one of the built-in SSE styles, whose frames are cached in
 /// [`Event::frames`] and shared by every subscriber, or a face's own encoder.
@@ -353,6 +353,9 @@ impl HubStream {
                 self.queue.set_catching_up(false);
             }
             let taken = self.queue.take(&mut self.pending);
+            if let Some(frame) = self.lone_frame(&taken) {
+                return Some(frame);
+            }
             // Flags first: the events of an interrupted or lagged topic come from the log (which
             // also reveals a lost log, i.e. a new epoch, before anything is labelled wrongly).
             if taken.lagged {
@@ -387,8 +390,40 @@ impl HubStream {
     }
 
     fn flush(&mut self) -> Bytes {
-        let cap = self.out.capacity().min(64 * 1024);
-        Bytes::from(std::mem::replace(&mut self.out, Vec::with_capacity(cap)))
+        // Nothing is kept allocated between chunks: an idle stream holds no output buffer.
+        Bytes::from(std::mem::take(&mut self.out))
+    }
+
+    /// The paced case: exactly one live event is ready and nothing else is to be written (no
+    /// flag, no pending output), on a single-topic stream in one of the built-in SSE styles.
+    /// Then the chunk is the event's shared frame itself: no copy and no allocation per
+    /// subscriber. Anything else goes the general way (`write_pending`).
+    fn lone_frame(&mut self, taken: &Taken) -> Option<Bytes> {
+        if taken.lagged
+            || taken.overflowed
+            || !taken.interrupted.is_empty()
+            || self.ended
+            || !self.out.is_empty()
+            || self.pending.len() != 1
+            || self.topics.len() != 1
+        {
+            return None;
+        }
+        let Writer::Sse(wire) = self.writer else {
+            return None;
+        };
+        let item = self.pending.front()?;
+        if self.catch[item.idx] != Catch::Live
+            || item.event.offset != self.positions[item.idx].saturating_add(1)
+        {
+            return None;
+        }
+        let item = self.pending.pop_front()?;
+        self.positions[item.idx] = item.event.offset;
+        self.metrics
+            .events_delivered
+            .fetch_add(1, Ordering::Relaxed);
+        Some(single_topic_frame(&self.id_prefix, wire, &item.event).clone())
     }
 
     /// The broker failed: tell the client and end (it reconnects and resumes).
@@ -578,16 +613,7 @@ impl HubStream {
         if self.topics.len() == 1 {
             // Every single-topic stream of this topic writes the very same bytes for this
             // event, id included: encode once, share with all of them.
-            let prefix = &self.id_prefix;
-            let frame = event.frames[wire].get_or_init(|| {
-                let mut frame =
-                    Vec::with_capacity(event.data.len() + 64 + event.topic.as_str().len());
-                let id = format!("{prefix}.{}", event.offset);
-                let mut data = String::new();
-                event_data(&mut data, wire, event);
-                encode(&mut frame, Some(&id), &event.name, &data);
-                Bytes::from(frame)
-            });
+            let frame = single_topic_frame(&self.id_prefix, wire, event);
             self.out.extend_from_slice(frame);
         } else {
             self.fill_id();
@@ -623,6 +649,19 @@ impl HubStream {
 
 /// The `data:` of an event in a built-in wire style (0: topics envelope, 1: raw). Topic names
 /// need no JSON escaping (their charset has no quote, backslash or control character).
+/// The frame every single-topic stream of `event`'s topic writes for it in SSE style `wire`,
+/// encoded by the first to ask and cached in the event.
+fn single_topic_frame<'e>(id_prefix: &str, wire: usize, event: &'e Event) -> &'e Bytes {
+    event.frames[wire].get_or_init(|| {
+        let mut frame = Vec::with_capacity(event.data.len() + 64 + event.topic.as_str().len());
+        let id = format!("{id_prefix}.{}", event.offset);
+        let mut data = String::new();
+        event_data(&mut data, wire, event);
+        encode(&mut frame, Some(&id), &event.name, &data);
+        Bytes::from(frame)
+    })
+}
+
 fn event_data(out: &mut String, wire: usize, event: &Event) {
     let data = String::from_utf8_lossy(&event.data);
     match wire {

@@ -104,6 +104,7 @@ pub(crate) fn respond_closing(
         shutdown: Box::pin(state.draining.clone().cancelled_owned()),
         heartbeat,
         beat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
+        last_write: now,
         deadline: deadline.map(|(at, why)| (Box::pin(tokio::time::sleep_until(at)), why)),
         retry_ms: config.retry.as_millis() as u64,
         started: false,
@@ -161,8 +162,11 @@ struct Transport {
     chunks: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     heartbeat: Duration,
-    /// Fires `heartbeat` after the last write; pushed back on every write.
+    /// Fires at the earliest `heartbeat` after the last write: when it fires it is moved to
+    /// `last_write + heartbeat` if something was written since (a timer reset per write would
+    /// cost a lock on the timer wheel for every delivery), else a heartbeat goes out.
     beat: Pin<Box<Sleep>>,
+    last_write: Instant,
     deadline: Option<(Pin<Box<Sleep>>, End)>,
     retry_ms: u64,
     started: bool,
@@ -186,38 +190,51 @@ impl Transport {
             out.extend_from_slice(OPENING_COMMENT);
             return Some(Bytes::from(out));
         }
-        let Transport {
-            chunks,
-            shutdown,
-            beat,
-            deadline,
-            ..
-        } = self;
-        let until_deadline = async {
-            match deadline {
-                Some((sleep, why)) => {
-                    sleep.as_mut().await;
-                    *why
+        loop {
+            let Transport {
+                chunks,
+                shutdown,
+                beat,
+                deadline,
+                ..
+            } = self;
+            let until_deadline = async {
+                match deadline {
+                    Some((sleep, why)) => {
+                        sleep.as_mut().await;
+                        *why
+                    }
+                    None => std::future::pending().await,
                 }
-                None => std::future::pending().await,
+            };
+            let (chunk, end) = tokio::select! {
+                biased;
+                () = shutdown.as_mut() => (None, Some(End::Shutdown)),
+                why = until_deadline => (None, Some(why)),
+                chunk = chunks.next() => match chunk {
+                    Some(chunk) => (Some(chunk), None),
+                    None => return None,
+                },
+                () = beat.as_mut() => (None, None),
+            };
+            if let Some(why) = end {
+                return Some(self.finish(why));
             }
-        };
-        let (chunk, end) = tokio::select! {
-            biased;
-            () = shutdown.as_mut() => (None, Some(End::Shutdown)),
-            why = until_deadline => (None, Some(why)),
-            chunk = chunks.next() => match chunk {
-                Some(chunk) => (Some(chunk), None),
-                None => return None,
-            },
-            () = beat.as_mut() => (Some(Bytes::from_static(HEARTBEAT)), None),
-        };
-        if let Some(why) = end {
-            return Some(self.finish(why));
+            let now = Instant::now();
+            if chunk.is_some() {
+                self.last_write = now;
+                return chunk;
+            }
+            // The beat fired: a heartbeat if nothing was written for `heartbeat`, else wait
+            // until that is so.
+            let due = self.last_write + self.heartbeat;
+            if now >= due {
+                self.last_write = now;
+                self.beat.as_mut().reset(now + self.heartbeat);
+                return Some(Bytes::from_static(HEARTBEAT));
+            }
+            self.beat.as_mut().reset(due);
         }
-        let next_beat = Instant::now() + self.heartbeat;
-        self.beat.as_mut().reset(next_beat);
-        chunk
     }
 
     fn finish(&mut self, why: End) -> Bytes {

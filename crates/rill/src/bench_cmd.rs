@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use rill_bench::{
-    ChatOptions, ConnectionsOptions, FanoutOptions, Flavor, Target, run_chat, run_connections,
-    run_fanout,
+    ChatOptions, ConnectionsOptions, FanoutOptions, Flavor, StalledOptions, Target, run_chat,
+    run_connections, run_fanout, run_stalled,
 };
 
 use crate::sub_cmd::ServerArgs;
@@ -31,7 +31,7 @@ struct Common {
     json: bool,
 
     /// The kind of server at --server: `rill`, or a peer of the side-by-side comparison
-    /// (`nchan`, `pushpin`, `node`; see bench/).
+    /// (`nchan`, `pushpin`, `node`, `floor`; see bench/).
     #[arg(long, default_value = "rill", value_parser = parse_flavor, value_name = "KIND")]
     flavor: Flavor,
 
@@ -43,7 +43,7 @@ struct Common {
 
 fn parse_flavor(name: &str) -> Result<Flavor, String> {
     Flavor::parse(name)
-        .ok_or_else(|| format!("unknown server kind {name:?} (rill, nchan, pushpin, node)"))
+        .ok_or_else(|| format!("unknown server kind {name:?} (rill, nchan, pushpin, node, floor)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +61,37 @@ enum Scenario {
     /// per token rill adds over the demo model run in-process. The server must run the demo
     /// unthrottled: `rill serve --demo-first-token-delay 0ms --demo-tokens-per-second 0`.
     Chat(ChatArgs),
+    /// Rounds of R subscribers that never read while E events are published, then dropped:
+    /// the server's resident memory before, at its peak and after each round (does the memory
+    /// the stalled connections held come back?).
+    Stalled(StalledArgs),
+}
+
+#[derive(Debug, Args)]
+struct StalledArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Stalled subscribers per round.
+    #[arg(short = 'n', long, default_value_t = 800)]
+    readers: usize,
+    /// Events published per round.
+    #[arg(short = 'e', long, default_value_t = 2000)]
+    events: u64,
+    /// Padding bytes in each event's data.
+    #[arg(long, default_value_t = 1000)]
+    padding: usize,
+    /// Rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// How long to wait after dropping the stalled connections before reading memory.
+    #[arg(long, default_value = "5s", value_parser = crate::config::duration)]
+    settle: Duration,
+    /// The topic.
+    #[arg(long, default_value = "bench-stalled")]
+    topic: String,
+    /// Publish requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +247,25 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     max_steps: args.max_steps,
                 }),
                 progress: !args.common.json,
+            })
+            .await?;
+            (
+                args.common.json,
+                serde_json::to_value(&report)?,
+                report.table(),
+            )
+        }
+        Scenario::Stalled(args) => {
+            let report = run_stalled(StalledOptions {
+                target: target(&args.common, None)?,
+                readers: args.readers,
+                events: args.events,
+                payload_padding: args.padding,
+                rounds: args.rounds,
+                settle: args.settle,
+                topic: args.topic,
+                publishers: args.publishers,
+                server_pids: args.common.server_pids.clone(),
             })
             .await?;
             (

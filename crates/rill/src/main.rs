@@ -39,9 +39,16 @@ enum Command {
     Sub(Box<sub_cmd::SubArgs>),
     /// Publish one event to a topic and print its id.
     Pub(pub_cmd::PubArgs),
-    /// Load and latency scenarios against a running server: connections, fanout, chat.
+    /// Load and latency scenarios against a running server: connections, fanout, chat, stalled.
     Bench(bench_cmd::BenchArgs),
 }
+
+/// jemalloc, with background purging (options in .cargo/config.toml): after a burst, such as
+/// hundreds of stalled readers dropped at once, the memory goes back to the system (glibc's
+/// malloc kept most of it; docs/benchmarks.md, "Memory returns").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -191,4 +191,34 @@ async fn every_scenario_runs_and_loses_nothing() {
             .is_some_and(|t| t > 0),
         "{chat}"
     );
+
+    let stalled = bench(
+        &server,
+        &[
+            "stalled",
+            "-n",
+            "5",
+            "-e",
+            "20",
+            "--padding",
+            "100",
+            "--rounds",
+            "2",
+            "--settle",
+            "100ms",
+        ],
+    )
+    .await;
+    let rounds = stalled["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{stalled}");
+    for round in rounds {
+        assert_eq!(round["opened"], 5, "{stalled}");
+        assert_eq!(round["published"], 20, "{stalled}");
+        assert_eq!(round["publish_errors"], 0, "{stalled}");
+        assert!(
+            round["peak"]["rss"].as_u64().is_some_and(|rss| rss > 0),
+            "the server's memory is read: {stalled}"
+        );
+    }
+    assert!(stalled["rss_after_over_before"].is_number(), "{stalled}");
 }
