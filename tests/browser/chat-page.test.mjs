@@ -324,7 +324,10 @@ test("scrolling up pages back through 100+ messages with no gap or duplicate", a
     const page = await context.newPage();
     await page.goto(`${rill.base}/#bot=demo&chat=${chat.id}`);
     await page.waitForSelector("#log article");
-    let previous = 0;
+    // What is shown now: each round waits for more than that (starting from 0, the first round
+    // could measure before its page was even asked for, on a slow machine).
+    await page.waitForSelector("#loading", { state: "hidden" });
+    let previous = (await shown(page)).length;
     for (let i = 0; i < 20; i++) {
       if (await page.isVisible("#history-start")) break;
       // The reader's place is kept: the message at the top stays where it was.
