@@ -947,7 +947,12 @@ async fn start_nginx(ports: &[String]) -> Option<(String, Child, tempfile::TempD
                  scgi_temp_path {temp}/scgi;"
             ),
         )
-        .replace("worker_processes auto;", "worker_processes 1;");
+        // One process, no master: dropping the child (SIGKILL) then leaves no orphaned
+        // worker behind (a killed master's workers live on).
+        .replace(
+            "worker_processes auto;",
+            "worker_processes 1;\nmaster_process off;",
+        );
     let path = dir.path().join("nginx.conf");
     std::fs::write(&path, config).expect("write the config");
     let nginx = Command::new("nginx")
@@ -1384,7 +1389,12 @@ async fn the_documented_nginx_config_streams_through_to_three_instances() {
                      scgi_temp_path {temp}/scgi;"
                 ),
             )
-            .replace("worker_processes auto;", "worker_processes 1;");
+            // One process, no master: dropping the child (SIGKILL) then leaves no orphaned
+        // worker behind (a killed master's workers live on).
+        .replace(
+            "worker_processes auto;",
+            "worker_processes 1;\nmaster_process off;",
+        );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, config).expect("write the config");
         let checked = Command::new("nginx")
