@@ -68,15 +68,8 @@ async fn messages(client: &reqwest::Client, base: &str, chat: &str) -> Vec<Value
     page["messages"].as_array().expect("messages").clone()
 }
 
-#[tokio::test]
-async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("crash.db");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-
-    let mut server = start(&db, port).await;
+/// A new chat with the demo bot and `content` sent to it (202): the chat's id and the answer's.
+async fn ask_demo(client: &reqwest::Client, base: &str, content: &str) -> (String, String) {
     let chat: Value = client
         .post(format!("{base}/api/chats"))
         .json(&json!({ "bot": "demo" }))
@@ -89,7 +82,7 @@ async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat(
     let chat = chat["id"].as_str().expect("id").to_owned();
     let sent: Value = client
         .post(format!("{base}/api/chats/{chat}/messages"))
-        .json(&json!({ "content": "tell me everything" }))
+        .json(&json!({ "content": content }))
         .send()
         .await
         .expect("post")
@@ -100,6 +93,19 @@ async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat(
         .as_str()
         .expect("id")
         .to_owned();
+    (chat, answer)
+}
+
+#[tokio::test]
+async fn sigkill_mid_generation_leaves_an_interrupted_message_and_a_usable_chat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("crash.db");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    let mut server = start(&db, port).await;
+    let (chat, answer) = ask_demo(&client, &base, "tell me everything").await;
 
     // Wait until some text has been checkpointed, then kill the process without warning.
     let mut checkpointed = String::new();
@@ -169,29 +175,7 @@ async fn sigkill_mid_reasoning_keeps_the_reasoning_part() {
     let client = reqwest::Client::new();
 
     let mut server = start(&db, port).await;
-    let chat: Value = client
-        .post(format!("{base}/api/chats"))
-        .json(&json!({ "bot": "demo" }))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    let chat = chat["id"].as_str().expect("id").to_owned();
-    let sent: Value = client
-        .post(format!("{base}/api/chats/{chat}/messages"))
-        .json(&json!({ "content": "think first" }))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    let answer = sent["assistant_message"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let (chat, answer) = ask_demo(&client, &base, "think first").await;
 
     // The demo reasons for about 80 tokens (0.8 s at this pace) before any text.
     let mut reasoning = String::new();

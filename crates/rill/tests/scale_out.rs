@@ -919,8 +919,10 @@ base_url = "{openai}"
     .await;
 }
 
-/// nginx in front of instances on `ports`, configured with docs/nginx-scale-out.conf; returns
-/// the proxy's base URL, its process and its directory.
+/// nginx in front of instances on `ports`, configured with docs/nginx-scale-out.conf as
+/// documented (only ports and paths change, temp files go to our own directory so nginx needs no
+/// root) and checked by `nginx -t`; returns the proxy's base URL, its process and its directory.
+/// `None` (the test is skipped, loudly) when nginx is not installed.
 async fn start_nginx(ports: &[String]) -> Option<(String, Child, tempfile::TempDir)> {
     if std::process::Command::new("nginx")
         .arg("-v")
@@ -955,6 +957,20 @@ async fn start_nginx(ports: &[String]) -> Option<(String, Child, tempfile::TempD
         );
     let path = dir.path().join("nginx.conf");
     std::fs::write(&path, config).expect("write the config");
+    let checked = Command::new("nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("nginx -t");
+    assert!(
+        checked.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let nginx = Command::new("nginx")
         .arg("-c")
         .arg(&path)
@@ -1356,85 +1372,16 @@ async fn bad_backends_fail_start_up_fast_naming_the_setting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_nginx_config_streams_through_to_three_instances() {
-    if std::process::Command::new("nginx")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        eprintln!("!!! nginx is not installed: SKIPPING the nginx configuration test !!!");
-        return;
-    }
     with_backends(|backends| async move {
         let nodes = start_all(&backends, &["a", "b", "c"], "50").await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let listen = free_port();
-        let ports: Vec<&str> = nodes
+        let ports: Vec<String> = nodes
             .iter()
-            .map(|n| n.base.rsplit(':').next().expect("port"))
+            .map(|n| n.base.rsplit(':').next().expect("port").to_owned())
             .collect();
-        // The file as documented; only ports and paths change (and temp files go to our own
-        // directory, so nginx needs no root).
-        let temp = dir.path().display();
-        let config = include_str!("../../../docs/nginx-scale-out.conf")
-            .replace("listen 8080;", &format!("listen 127.0.0.1:{listen};"))
-            .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", ports[0]))
-            .replace("127.0.0.1:8082", &format!("127.0.0.1:{}", ports[1]))
-            .replace("127.0.0.1:8083", &format!("127.0.0.1:{}", ports[2]))
-            .replace("/tmp/rill-nginx.pid", &format!("{temp}/nginx.pid"))
-            .replace(
-                "\nhttp {",
-                &format!(
-                    "\nhttp {{\n    client_body_temp_path {temp}/body;\n    proxy_temp_path {temp}/proxy;\n    \
-                     fastcgi_temp_path {temp}/fastcgi;\n    uwsgi_temp_path {temp}/uwsgi;\n    \
-                     scgi_temp_path {temp}/scgi;"
-                ),
-            )
-            // One process, no master: dropping the child (SIGKILL) then leaves no orphaned
-        // worker behind (a killed master's workers live on).
-        .replace(
-            "worker_processes auto;",
-            "worker_processes 1;\nmaster_process off;",
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, config).expect("write the config");
-        let checked = Command::new("nginx")
-            .arg("-t")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(dir.path())
-            .output()
-            .await
-            .expect("nginx -t");
-        assert!(
-            checked.status.success(),
-            "nginx -t: {}",
-            String::from_utf8_lossy(&checked.stderr)
-        );
-        let _nginx = Command::new("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(dir.path())
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nginx");
-        let proxy = format!("http://127.0.0.1:{listen}");
+        let Some((proxy, _nginx, _dir)) = start_nginx(&ports).await else {
+            return;
+        };
         let client = reqwest::Client::new();
-        let mut up = false;
-        for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{proxy}/readyz")).send().await {
-                up = r.status() == 200;
-                if up {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(up, "nginx proxies to the instances");
 
         // Three subscribers through the proxy (least_conn puts them on different instances),
         // publishes through the proxy: every event reaches every subscriber one at a time, so
@@ -1463,7 +1410,10 @@ async fn the_documented_nginx_config_streams_through_to_three_instances() {
                 carrying += 1;
             }
         }
-        assert!(carrying > 1, "the proxy spread the streams over the instances");
+        assert!(
+            carrying > 1,
+            "the proxy spread the streams over the instances"
+        );
         for n in 0..20 {
             publish(&client, &proxy, "proxied", n).await;
             for sub in &mut subs {
