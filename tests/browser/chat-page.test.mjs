@@ -392,6 +392,90 @@ test("Markdown with <script> and <img onerror> in model output renders as text",
   }
 });
 
+/**
+ * An HTTP proxy in front of rill that answers the chat event streams itself: `events(lastEventId,
+ * n)` gives the n-th stream's events (`[type, data, id]`), written at once, then the connection
+ * ends (and the page's stream reconnects with the last id it got). Everything else goes to rill.
+ * A proxy, not `route.fulfill`: the SharedWorker's EventSource is not routed by playwright.
+ */
+async function fakeEventsProxy(rill, events) {
+  let n = 0;
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, "http://x");
+    if (/^\/api\/chats\/[^/]+\/events$/.test(url.pathname)) {
+      n += 1;
+      const list = events(req.headers["last-event-id"] || url.searchParams.get("last_event_id") || "", n);
+      if (!list) return res.writeHead(503).end();
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+      res.end("retry: 3000\n" + list.map(([type, data, id]) => `event: ${type}\ndata: ${JSON.stringify(data)}\nid: ${id}\n\n`).join(""));
+      return;
+    }
+    const up = http.request({ host: "127.0.0.1", port: rill.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    up.on("error", () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    base: `http://127.0.0.1:${server.address().port}`,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(resolve);
+    }),
+  };
+}
+
+test("events handed over again (a replay that overlaps what the page has) do not double the text", async () => {
+  const rill = await startRill({ args: FAST });
+  const chat = (await api(rill.base, "POST", "/api/chats", { bot: "demo" })).json;
+  // The chat's stream comes from the test: the exchange up to the answer's fourth delta, then the
+  // connection ends; the reconnection (after that id) is answered from further back, so it hands
+  // over again what the page has. Ids are the server's kind (`<epoch>.<topics hash>.<offset>`).
+  const pre = "1bq4xkz9v0m3.2k7ac1";
+  const now = Date.now();
+  const message = (id, role, content, status) => ({
+    id, chat_id: chat.id, role, content, parts: content ? [{ type: "text", text: content }] : [], status,
+    finish_reason: null, usage: null, error: null, bot_id: "demo", model: "demo", created_at_ms: now, updated_at_ms: now,
+  });
+  const pieces = ["Read ", "[good](ht", "tps://exa", "mple.com/a)", " and", " more", "."];
+  const head = [
+    ["message.created", message("u1", "user", "hi", "complete"), `${pre}.1`],
+    ["message.created", message("a1", "assistant", "", "streaming"), `${pre}.2`],
+    ["message.part", { message_id: "a1", part: 0, type: "text", text: "" }, `${pre}.3`],
+  ];
+  const deltas = pieces.map((t, i) => ["message.delta", { message_id: "a1", part: 0, text: t }, `${pre}.${4 + i}`]);
+  const end = 4 + pieces.length;
+  const tail = [
+    ["message.part.done", { message_id: "a1", part: 0 }, `${pre}.${end}`],
+    ["message.completed", { message_id: "a1", status: "complete", finish_reason: "stop", usage: null }, `${pre}.${end + 1}`],
+  ];
+  const asked = [];
+  const proxy = await fakeEventsProxy(rill, (lastEventId, n) => {
+    asked.push(lastEventId);
+    if (n === 1) return [...head, ...deltas.slice(0, 4)];
+    if (n === 2) return [...deltas, ...tail];
+    return null; // no third stream: the answer is complete
+  });
+  const context = await launchBrowser();
+  try {
+    const page = await context.newPage();
+    const errors = pageErrors(page);
+    await page.goto(`${proxy.base}/#bot=demo&chat=${chat.id}`);
+    await waitAssistantDone(page);
+    assert.deepEqual(asked.slice(0, 2), ["", `${pre}.7`], "resumed after the last id it got");
+    assert.equal((await lastAssistant(page)).text, pieces.join(""));
+    const answer = page.locator('#log article[data-role="assistant"]');
+    assert.deepEqual(await answer.locator("a").evaluateAll((as) => as.map((a) => a.href)), ["https://example.com/a"]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await proxy.close();
+    await rill.stop();
+  }
+});
+
 /** An HS256 JWT, as an identity provider would mint it. */
 function jwt(secret, claims) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");

@@ -7,7 +7,8 @@
 // the event stream (`message.created`, `snapshot`, then deltas appended); history pages only
 // fill in what the stream has not told us, because a stored checkpoint may be older than the
 // stream. After every (re)connection the newest page is merged again, which catches anything
-// that ended while we were away.
+// that ended while we were away. A message also keeps the id of the last event it reflects
+// (`at`), so an event handed over again (a replay overlapping what we have) is not applied twice.
 
 import { RillClient, RillError, applyToMessage } from "./rill.js";
 import { renderMarkdown } from "./markdown.js";
@@ -242,10 +243,10 @@ async function openChat(chatId) {
   ui.empty.hidden = true;
   // Follow first, then read history: nothing published in between can be missed.
   view.follow = followChat(chatId, {
-    onEvent: (type, data) => {
+    onEvent: (type, data, id) => {
       if (app.view !== view) return;
-      if (view.ready) apply(view, type, data);
-      else view.buffer.push([type, data]);
+      if (view.ready) apply(view, type, data, id);
+      else view.buffer.push([type, data, id]);
     },
     onState: (state, detail) => {
       if (app.view !== view) return;
@@ -271,7 +272,7 @@ async function openChat(chatId) {
   }
   ui.loading.hidden = true;
   view.ready = true;
-  for (const [type, data] of view.buffer.splice(0)) apply(view, type, data);
+  for (const [type, data, id] of view.buffer.splice(0)) apply(view, type, data, id);
   ui.historyStart.hidden = view.nextBefore !== null;
   flush(view, true);
   updateComposer();
@@ -372,18 +373,21 @@ function byCreation(view) {
   };
 }
 
-/** Adds a message the stream (or a 202 answer) reports, or brings ours in line with it. */
-function upsertLive(view, m, replace) {
+/**
+ * Adds a message the stream (or a 202 answer) reports, or brings ours in line with it. `id` is
+ * the event's id: the message reflects the stream up to there (see `applyToMessage`).
+ */
+function upsertLive(view, m, replace, id) {
   const have = view.messages.get(m.id);
   if (!have) {
-    view.messages.set(m.id, { ...m, synced: true });
+    view.messages.set(m.id, { ...m, synced: true, at: id || "" });
     view.order.push(m.id);
     view.reorder = true;
   } else if (FINAL.has(have.status)) {
     return; // final is final
   } else if (replace || !have.synced) {
     if (have.created_at_ms !== m.created_at_ms) view.reorder = true;
-    Object.assign(have, m, { synced: true });
+    Object.assign(have, m, { synced: true, at: id || "" });
   } else {
     return;
   }
@@ -391,11 +395,11 @@ function upsertLive(view, m, replace) {
   schedule(view);
 }
 
-function apply(view, type, data) {
+function apply(view, type, data, id) {
   if (type === "message.created") {
-    upsertLive(view, data, false);
+    upsertLive(view, data, false, id);
   } else if (type === "snapshot") {
-    upsertLive(view, data, true); // the whole text so far: replace, never append
+    upsertLive(view, data, true, id); // the whole text so far: replace, never append
   } else if (PART_EVENTS.has(type)) {
     let m = view.messages.get(data.message_id);
     if (!m) {
@@ -407,7 +411,7 @@ function apply(view, type, data) {
     }
     if (FINAL.has(m.status)) return;
     const before = (m.parts || []).length;
-    if (!applyToMessage(m, type, data)) return reloadTail(view);
+    if (!applyToMessage(m, type, data, id)) return reloadTail(view);
     // When each part began and ended, for "Thought for 3 s".
     if (m.parts.length > before) m.parts[m.parts.length - 1].startedAt = Date.now();
     if (type === "message.part.done" && m.parts[data.part]) m.parts[data.part].endedAt = Date.now();

@@ -110,11 +110,46 @@ export const CHAT_EVENTS = [
 ];
 
 /**
+ * Where event id `id` stands in its chat's stream: `{ stream, offset }`, or null for an id that is
+ * not a chat stream's (none at all, or another server's). A chat stream has one topic, so its ids
+ * are `<epoch>.<topics hash>.<offset>`; only ids of the same `stream` (epoch and topic set) can be
+ * compared. The page is served with the server it talks to, so it may know this format.
+ */
+export function eventPosition(id) {
+  if (typeof id !== "string") return null;
+  const at = id.lastIndexOf(".");
+  const offset = id.slice(at + 1);
+  if (at <= 0 || !/^[1-9][0-9]{0,19}$/.test(offset)) return null;
+  return { stream: id.slice(0, at), offset };
+}
+
+/** Whether event id `id` comes at or before id `seen` in the same stream (decimal offsets). */
+export function seenAlready(seen, id) {
+  const a = eventPosition(seen);
+  const b = eventPosition(id);
+  if (!a || !b || a.stream !== b.stream) return false;
+  return b.offset.length < a.offset.length || (b.offset.length === a.offset.length && b.offset <= a.offset);
+}
+
+/**
  * Applies one chat event to a message `m` (`{content, parts, status, ...}`), as the server's
  * engine does: a part starts, grows by deltas, ends; text deltas also grow `content`.
  * Returns false when the event does not fit (a part that does not exist): reload the message.
+ *
+ * `id` is the event's id. A delta carries no offset into its part, so appending one twice would
+ * double its text: `m.at` remembers the id of the last event the message reflects (set it to a
+ * `snapshot`'s id when replacing the message), and an event at or before it is skipped. Events
+ * reach a page by more than one road (a stream and its replay after a reconnection, a snapshot
+ * and the live events after it, the shared worker's copy), so this holds whatever the order.
  */
-export function applyToMessage(m, type, data) {
+export function applyToMessage(m, type, data, id) {
+  if (id && m.at && seenAlready(m.at, id)) return true; // seen already
+  const fits = applyEvent(m, type, data);
+  if (fits && eventPosition(id)) m.at = id;
+  return fits;
+}
+
+function applyEvent(m, type, data) {
   m.parts ||= m.content ? [{ type: "text", text: m.content }] : [];
   const part = m.parts[data.part];
   switch (type) {
@@ -129,7 +164,7 @@ export function applyToMessage(m, type, data) {
     case "message.delta":
       if (!part && m.parts.length === 0 && !data.part) {
         m.parts.push({ type: "text", text: "" }); // a server from before parts
-        return applyToMessage(m, type, data);
+        return applyEvent(m, type, data);
       }
       if (!part || part.type !== "text") return false;
       part.text += data.text;
@@ -180,6 +215,7 @@ export class ChatStream {
     this.closed = false;
     this.es = null;
     this.timer = null;
+    this.connects = 0; // connect() calls so far: the newest one wins
     this.online = () => this.retryNow();
     this.offline = () => this.setState("offline");
     globalThis.addEventListener?.("online", this.online);
@@ -195,12 +231,15 @@ export class ChatStream {
 
   async connect() {
     if (this.closed) return;
+    // Connecting waits for a ticket; a retryNow() or restart() meanwhile starts another connect().
+    // Only the newest may open an EventSource: two open at once would hand every event over twice.
+    const attempt = ++this.connects;
     this.setState(offline() ? "offline" : this.opened ? "reconnecting" : "connecting");
     let ticket;
     try {
       ticket = (await this.client.ticket(this.chatId)).ticket;
     } catch (e) {
-      if (this.closed) return;
+      if (this.closed || attempt !== this.connects) return;
       // 401/403/404 will not heal by retrying: the chat is gone or we are signed out.
       if (e.status === 401 || e.status === 403 || e.status === 404) {
         this.setState("failed", e);
@@ -208,7 +247,8 @@ export class ChatStream {
       }
       return this.retryLater();
     }
-    if (this.closed) return;
+    if (this.closed || attempt !== this.connects) return;
+    if (this.es) this.es.close();
     const es = new EventSource(this.client.eventsUrl(this.chatId, { ticket, lastEventId: this.lastEventId }));
     this.es = es;
     es.onopen = () => {

@@ -62,7 +62,8 @@ function subscribe(chatId, port) {
   if (chat.state === "failed") chat.stream.restart();
   chat.ports.add(port);
   port.postMessage({ chatId, kind: "state", state: chat.state });
-  if (chat.current) port.postMessage({ chatId, kind: "event", type: "snapshot", data: { ...chat.current } });
+  // With the id of the last event the copy reflects, so the tab skips anything up to it.
+  if (chat.current) port.postMessage({ chatId, kind: "event", type: "snapshot", data: { ...chat.current }, id: chat.current.at });
 }
 
 function unsubscribe(chatId, port) {
@@ -84,12 +85,12 @@ function unsubscribe(chatId, port) {
 function onEvent(chat, chatId, type, data, id) {
   const cur = chat.current;
   if (type === "message.created" && data.role === "assistant" && data.status === "streaming") {
-    chat.current = { ...data };
+    chat.current = { ...data, at: id || "" };
   } else if (type === "snapshot") {
-    chat.current = data.status === "streaming" ? { ...data } : null;
+    chat.current = data.status === "streaming" ? { ...data, at: id || "" } : null;
   } else if (type.startsWith("message.") && type !== "message.created" && type !== "message.completed" && cur && cur.id === data.message_id) {
     // Every part event keeps the held copy whole (reasoning, tool calls, text alike).
-    if (!applyToMessage(cur, type, data)) chat.current = null;
+    if (!applyToMessage(cur, type, data, id)) chat.current = null;
   } else if (type === "message.completed" && cur && cur.id === data.message_id) {
     chat.current = null;
   } else if (type === "reset") {
