@@ -111,6 +111,65 @@ async fn concurrent_epoch_creation_agrees() {
     );
 }
 
+/// The `CLIENT LIST` lines of the feed connections of the brokers of a key prefix (named after
+/// it, so every broker of the prefix has one), in no particular order: Redis rotates its list of
+/// clients as its cron visits them, so with many clients the oldest is not listed first.
+async fn feed_clients(prefix: &str) -> Vec<String> {
+    let mut admin = admin().await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let name = format!("name={prefix}feed ");
+    list.lines()
+        .filter(|l| l.contains(&name))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A field (`id`, `sub`, `ssub`...) of a `CLIENT LIST` line.
+fn client_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(field).and_then(|v| v.strip_prefix('=')))
+}
+
+/// The channels a `CLIENT LIST` line's connection is subscribed to (classic and sharded).
+fn subscriptions(line: &str) -> usize {
+    ["sub", "ssub"]
+        .iter()
+        .filter_map(|f| client_field(line, f)?.parse::<usize>().ok())
+        .sum()
+}
+
+/// The feed connection of `prefix` that holds subscriptions: the subscribing broker's (one
+/// that only publishes has a feed connection of the same name, without subscriptions).
+async fn subscribed_feed(prefix: &str) -> String {
+    let mut lines: Vec<String> = feed_clients(prefix)
+        .await
+        .into_iter()
+        .filter(|l| subscriptions(l) > 0)
+        .collect();
+    assert_eq!(lines.len(), 1, "one subscribed feed connection: {lines:?}");
+    lines.pop().unwrap()
+}
+
+/// Kills the subscribing broker's feed connection (by id), not a publishing broker's, nor other
+/// tests' connections; returns its `CLIENT LIST` line from before.
+async fn kill_feed_connection(prefix: &str) -> String {
+    let line = subscribed_feed(prefix).await;
+    let id = client_field(&line, "id").expect("CLIENT LIST gives an id");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut admin().await)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    line
+}
+
 /// Killing the Pub/Sub connection while events are being published: the broker reconnects,
 /// re-subscribes and tells the sinks; no event past the gap reaches a sink before it is told;
 /// re-reading the log from each sink's position (the hub's recipe) gives every event exactly
@@ -160,28 +219,7 @@ async fn pubsub_connection_killed() {
         s.wait_for_count(20).await;
     }
 
-    // Kill only this broker's feed connection (by id), not other tests' connections.
-    let mut admin = admin().await;
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let name = format!("name={prefix}feed ");
-    let id = list
-        .lines()
-        .find(|l| l.contains(&name))
-        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .expect("the feed connection is named after the prefix")
-        .to_owned();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(&id)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(killed, 1);
+    kill_feed_connection(&prefix).await;
     for s in &sinks {
         s.wait_until("interrupted() after the reconnect", LIVENESS, |s| {
             s.interruptions() >= 1
@@ -227,6 +265,65 @@ async fn pubsub_connection_killed() {
             "live events in order"
         );
     }
+}
+
+/// Many topics (several re-subscription batches' worth) are all subscribed again after the
+/// Pub/Sub connection is killed: Redis holds one subscription per topic on the new connection,
+/// every sink is told, every topic delivers live events again, and the connection still pairs
+/// requests with their replies (a new attach works). Prints how long the re-subscription took
+/// (`--nocapture`); nothing asserts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_topics_resubscribed_after_pubsub_connection_killed() {
+    if skip() {
+        return;
+    }
+    const N: usize = 1000;
+    let cleanup = Cleanup::default();
+    let prefix = fresh_prefix();
+    cleanup.add(&prefix);
+    let broker = connect(config(&prefix)).await;
+    let publisher = connect(config(&prefix)).await;
+    let topics: Vec<Topic> = (0..N).map(|i| topic(&format!("many/{i}"))).collect();
+    let sinks: Vec<Arc<RecordingSink>> = (0..N).map(|_| RecordingSink::new()).collect();
+    let mut atts = Vec::with_capacity(N);
+    for (t, s) in topics.iter().zip(&sinks) {
+        atts.push(broker.attach(t, s.clone()).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let before = kill_feed_connection(&prefix).await;
+    assert_eq!(subscriptions(&before), N, "one subscription per topic");
+    for s in &sinks {
+        s.wait_until("interrupted() after the reconnect", LIVENESS, |s| {
+            s.interruptions() >= 1
+        })
+        .await;
+    }
+    eprintln!(
+        "re-subscribed {N} topics {:?} after CLIENT KILL of the Pub/Sub connection",
+        started.elapsed()
+    );
+    eventually("the feed to be ready again", || broker.ready()).await;
+    let after = subscribed_feed(&prefix).await;
+    assert_ne!(
+        client_field(&after, "id"),
+        client_field(&before, "id"),
+        "a new connection"
+    );
+    assert_eq!(subscriptions(&after), N, "every topic subscribed again");
+
+    for t in &topics {
+        publisher.publish(t, event(1)).await.unwrap();
+    }
+    for s in &sinks {
+        s.wait_for_count(1).await;
+        assert_eq!(s.offsets(), [1]);
+    }
+    let late = RecordingSink::new();
+    let t = topic("many/late");
+    let _late = broker.attach(&t, late.clone()).await.unwrap();
+    publisher.publish(&t, event(1)).await.unwrap();
+    late.wait_for_count(1).await;
+    assert_eq!(late.offsets(), [1]);
 }
 
 /// Redis going away (and coming back): publish and read fail with `Unavailable` within the
