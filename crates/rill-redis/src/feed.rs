@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
+use redis::aio::{AsyncPushSender, ConnectionLike, MultiplexedConnection, SendError};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
@@ -51,6 +51,12 @@ const MIN_REFRESH_GAP: Duration = Duration::from_millis(100);
 /// How many times a subscription request is sent on to another primary before it is given up
 /// (the topology is inconsistent for that long; the periodic sweep tries again later).
 const MAX_HOPS: u8 = 20;
+
+/// How many channels one batch of the re-subscription after a reconnect holds. A batch costs
+/// one round trip instead of one per channel (hundreds of topics re-subscribed one by one took
+/// over 30 s on a loaded machine). Bounded so that a batch's replies come well within the
+/// command timeout, and a failure costs one batch's work.
+const RESUBSCRIBE_BATCH: usize = 256;
 
 /// Which Pub/Sub flavour the server speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -656,6 +662,22 @@ enum Subscribed {
     Refused(redis::RedisError),
 }
 
+impl Subscribed {
+    /// A failed (un)subscribe: refused when the server's answer says the slot map is stale,
+    /// lost otherwise.
+    fn failed(e: redis::RedisError) -> Subscribed {
+        if e.redirect_node().is_some() || e.code() == Some("CLUSTERDOWN") {
+            Subscribed::Refused(e)
+        } else {
+            Subscribed::Lost(e)
+        }
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "timed out"))
+}
+
 impl ControlTask {
     async fn run(mut self, first: Option<MultiplexedConnection>) {
         let mut conn = first;
@@ -685,28 +707,8 @@ impl ControlTask {
                 for t in &entries {
                     t.resyncing.store(true, Ordering::Release);
                 }
-                let mut ok = true;
-                for ch in entries.iter().map(|t| t.channel.clone()) {
-                    match self.subscribe(&mut c, &ch, true).await {
-                        Subscribed::Done => {
-                            subscribed.insert(ch);
-                        }
-                        Subscribed::Refused(error) => {
-                            // Its slot is elsewhere now: the router moves it.
-                            tracing::info!(%error, "A re-subscription was refused; re-routing.");
-                            self.reroute(Control::Moved {
-                                channel: ch,
-                                hops: 0,
-                            });
-                        }
-                        Subscribed::Lost(error) => {
-                            tracing::warn!(%error, "Re-subscribing to Redis failed; reconnecting.");
-                            ok = false;
-                            break;
-                        }
-                    }
-                }
-                if !ok {
+                let channels: Vec<Box<[u8]>> = entries.iter().map(|t| t.channel.clone()).collect();
+                if !self.resubscribe(&mut c, &channels, &mut subscribed).await {
                     continue;
                 }
                 self.link.connected.store(true, Ordering::Release);
@@ -714,6 +716,7 @@ impl ControlTask {
                 let n = feed.interrupt(|t| feed.routed_here(link, t), true);
                 tracing::info!(
                     node = %self.link.name,
+                    channels = subscribed.len(),
                     sinks = n,
                     "Reconnected to Redis Pub/Sub; live feeds re-synchronise."
                 );
@@ -735,6 +738,47 @@ impl ControlTask {
                 }
             }
         }
+    }
+
+    /// Subscribes `channels` again after a reconnect, a batch per round trip, adding them to
+    /// `subscribed`; a refused one is re-routed. `false` when the connection failed meanwhile
+    /// (the caller reconnects and starts over).
+    async fn resubscribe(
+        &self,
+        c: &mut MultiplexedConnection,
+        channels: &[Box<[u8]>],
+        subscribed: &mut HashSet<Box<[u8]>>,
+    ) -> bool {
+        for batch in channels.chunks(RESUBSCRIBE_BATCH) {
+            let outcomes = match self.subscribe_batch(c, batch).await {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    tracing::warn!(%error, "Re-subscribing to Redis failed; reconnecting.");
+                    return false;
+                }
+            };
+            // In the channels' order, as one subscription after the other would go.
+            for (ch, outcome) in batch.iter().zip(outcomes) {
+                match outcome {
+                    Subscribed::Done => {
+                        subscribed.insert(ch.clone());
+                    }
+                    Subscribed::Refused(error) => {
+                        // Its slot is elsewhere now: the router moves it.
+                        tracing::info!(%error, "A re-subscription was refused; re-routing.");
+                        self.reroute(Control::Moved {
+                            channel: ch.clone(),
+                            hops: 0,
+                        });
+                    }
+                    Subscribed::Lost(error) => {
+                        tracing::warn!(%error, "Re-subscribing to Redis failed; reconnecting.");
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// Serves requests on a live connection until it is lost or the link shuts down.
@@ -891,14 +935,48 @@ impl ControlTask {
         let fut = cmd.exec_async(c);
         match tokio::time::timeout(self.settings.command_timeout, fut).await {
             Ok(Ok(())) => Subscribed::Done,
-            Ok(Err(e)) if e.redirect_node().is_some() || e.code() == Some("CLUSTERDOWN") => {
-                Subscribed::Refused(e)
-            }
-            Ok(Err(e)) => Subscribed::Lost(e),
-            Err(_) => {
-                Subscribed::Lost(redis::RedisError::from((redis::ErrorKind::Io, "timed out")))
-            }
+            Ok(Err(e)) => Subscribed::failed(e),
+            Err(_) => Subscribed::Lost(timed_out()),
         }
+    }
+
+    /// Subscribes `channels` in one round trip and gives each one's outcome, in their order;
+    /// `Err` when the connection failed or timed out (every outcome unknown).
+    ///
+    /// A pipeline of one (S)SUBSCRIBE per channel, not one command naming them all: the
+    /// multiplexed connection pairs each request with one reply, but a SUBSCRIBE of n channels
+    /// is answered by n confirmations, and redis-rs (1.2) hands the surplus ones to whatever
+    /// requests come next on the connection (answering them early, and theirs later). A
+    /// pipeline expecting one reply per command keeps the pairing exact, and needs no grouping
+    /// by slot (an SSUBSCRIBE of several channels must name one slot's, and is refused as a
+    /// whole): each refusal names its channel, as with one subscription at a time.
+    async fn subscribe_batch(
+        &self,
+        c: &mut MultiplexedConnection,
+        channels: &[Box<[u8]>],
+    ) -> redis::RedisResult<Vec<Subscribed>> {
+        let mut pipe = redis::pipe();
+        for ch in channels {
+            pipe.cmd(self.settings.mode.subscribe_cmd()).arg(&ch[..]);
+        }
+        let fut = c.req_packed_commands(&pipe, 0, channels.len());
+        let replies = tokio::time::timeout(self.settings.command_timeout, fut)
+            .await
+            .map_err(|_| timed_out())??;
+        if replies.len() != channels.len() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "a batch of subscriptions got another number of replies",
+            )));
+        }
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply {
+                Value::ServerError(e) => Subscribed::failed(e.into()),
+                // The confirmation (what `exec_async` takes as success, too).
+                _ => Subscribed::Done,
+            })
+            .collect())
     }
 
     /// Connects again with a capped exponential backoff; `None` on shutdown.

@@ -166,6 +166,113 @@ async fn a_key_is_spent_once_across_brokers_on_a_cluster() {
     }
 }
 
+/// Every primary's Pub/Sub connection killed at once, with hundreds of topics on each: every
+/// link subscribes its topics again (in batches of channels of many slots), each primary holds
+/// exactly its topics' subscriptions again, every sink is told, and every topic delivers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_topics_resubscribed_on_every_primary_after_pubsub_connections_killed() {
+    if skip_private() {
+        return;
+    }
+    let cluster = redis_cluster().await;
+    let cfg = cluster_config(&cluster);
+    let prefix = cfg.key_prefix.clone();
+    let a = connect(cfg.clone()).await;
+    let b = connect(cfg).await;
+    const N: usize = 900;
+    let topics: Vec<Topic> = (0..N)
+        .map(|i| Topic::new(&format!("many/{i}")).unwrap())
+        .collect();
+    let sinks: Vec<Arc<RecordingSink>> = topics.iter().map(|_| RecordingSink::new()).collect();
+    let mut atts = Vec::new();
+    for (t, s) in topics.iter().zip(&sinks) {
+        atts.push(b.attach(t, s.clone()).await.unwrap());
+    }
+    // Where the topics live, as each primary's subscriptions say (some 300 each, more than a
+    // re-subscription batch).
+    let ports = cluster.ports();
+    let mut before = Vec::new();
+    for port in &ports {
+        before.push(subscribed_feed(*port, &prefix).await);
+    }
+    let per_node: Vec<usize> = before.iter().map(|l| subscriptions(l)).collect();
+    assert_eq!(per_node.iter().sum::<usize>(), N, "{per_node:?}");
+    let mut killed = Vec::new();
+    for (port, line) in ports.iter().zip(&before) {
+        let id = field(line, "id").unwrap().to_owned();
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query_async(&mut node(*port).await)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        killed.push(id);
+    }
+    for s in &sinks {
+        s.wait_until("interrupted() after the reconnect", LIVENESS, |s| {
+            s.interruptions() >= 1
+        })
+        .await;
+    }
+    for ((port, want), old) in ports.iter().zip(&per_node).zip(&killed) {
+        let line = subscribed_feed(*port, &prefix).await;
+        assert_ne!(field(&line, "id"), Some(old.as_str()), "a new connection");
+        assert_eq!(
+            subscriptions(&line),
+            *want,
+            "port {port}: every topic again"
+        );
+    }
+    for t in &topics {
+        a.publish(t, event(1)).await.unwrap();
+    }
+    for (t, s) in topics.iter().zip(&sinks) {
+        s.wait_for_count(1).await;
+        assert_eq!(s.offsets(), [1], "{t}");
+    }
+}
+
+async fn node(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A field (`id`, `sub`, `ssub`...) of a `CLIENT LIST` line.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+}
+
+/// The channels a `CLIENT LIST` line's connection is subscribed to (classic and sharded).
+fn subscriptions(line: &str) -> usize {
+    ["sub", "ssub"]
+        .iter()
+        .filter_map(|f| field(line, f)?.parse::<usize>().ok())
+        .sum()
+}
+
+/// The feed connection of `prefix` on the node at `port` that holds subscriptions (every broker
+/// of the prefix has one of that name there; only the subscribing broker's has subscriptions).
+async fn subscribed_feed(port: u16, prefix: &str) -> String {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut node(port).await)
+        .await
+        .unwrap();
+    let name = format!("name={prefix}feed ");
+    let mut lines: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains(&name) && subscriptions(l) > 0)
+        .collect();
+    assert_eq!(lines.len(), 1, "port {port}: {lines:?}");
+    lines.pop().unwrap().to_owned()
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
