@@ -13,6 +13,7 @@ mod auth;
 mod chats;
 mod cors;
 mod error;
+mod h1_stream;
 mod health;
 mod json;
 mod limits;

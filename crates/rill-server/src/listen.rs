@@ -49,6 +49,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::TlsConfig;
+use crate::h1_stream;
 use crate::stall::StallGuard;
 
 /// HTTP/2 pings on idle connections, so dead peers (a closed laptop) free their streams.
@@ -67,6 +68,10 @@ pub struct ConnectionConfig {
     /// Open client sockets (streams or not); lowered at start to keep headroom below the
     /// open-files limit.
     pub max_open_connections: usize,
+    /// Serve the first event-stream request of a plain HTTP/1.1 connection outside hyper
+    /// ([`crate::h1_stream`]): an idle stream then holds no HTTP buffers. Off: hyper serves
+    /// every request.
+    pub sse_fast_path: bool,
 }
 
 impl Default for ConnectionConfig {
@@ -77,6 +82,7 @@ impl Default for ConnectionConfig {
             idle_timeout: Duration::from_secs(60),
             // Room for `max_connections` (10,000) streams and the requests around them.
             max_open_connections: 20_000,
+            sse_fast_path: true,
         }
     }
 }
@@ -246,7 +252,7 @@ pub async fn serve_router(
             None => {
                 tracker.spawn(async move {
                     let _counted = counted;
-                    conn.serve(tcp, accepted_at).await;
+                    conn.serve_plain(tcp, accepted_at).await;
                 });
             }
             Some(acceptor) => {
@@ -260,7 +266,7 @@ pub async fn serve_router(
                         tls = handshake => tls,
                     };
                     match tls {
-                        Ok(Ok(tls)) => conn.serve(tls, accepted_at).await,
+                        Ok(Ok(tls)) => conn.serve(tls, accepted_at, false).await,
                         Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -366,7 +372,51 @@ struct Conn {
 }
 
 impl Conn {
-    async fn serve<IO>(self, io: IO, accepted_at: Instant)
+    /// A plain-TCP connection: its first request is read here, and an event stream is served
+    /// by [`h1_stream`] (see there why); everything else, and whatever follows, by hyper.
+    async fn serve_plain<IO>(self, mut io: IO, accepted_at: Instant)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        if !self.limits.sse_fast_path {
+            return self.serve(io, accepted_at, false).await;
+        }
+        let deadline = accepted_at + self.limits.header_read_timeout;
+        let head = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            head = tokio::time::timeout_at(deadline, h1_stream::read_head(&mut io, self.peer)) => head,
+        };
+        let (request, rest) = match head {
+            Ok(Ok(h1_stream::Head::Stream { request, rest })) => (request, rest),
+            Ok(Ok(h1_stream::Head::Other(read))) => {
+                // Boxed, here and below: hyper's connection is large, and an idle stream's
+                // task should not carry its space.
+                let io = h1_stream::Prefixed::new(io, read);
+                return Box::pin(self.serve(io, accepted_at, false)).await;
+            }
+            Ok(Ok(h1_stream::Head::Closed)) => return,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, peer = %self.peer, "cannot read a request head");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "no request head in time");
+                return;
+            }
+        };
+        let after =
+            h1_stream::answer(&mut io, request, rest, self.router.clone(), &self.force).await;
+        if let h1_stream::After::KeepAlive { rest } = after
+            && !self.shutdown.is_cancelled()
+        {
+            let io = h1_stream::Prefixed::new(io, rest);
+            Box::pin(self.serve(io, accepted_at, true)).await;
+        }
+    }
+
+    /// Serves the connection with hyper; `served`: a request was already answered on it (so
+    /// the idle timeout applies, not the first head's).
+    async fn serve<IO>(self, io: IO, accepted_at: Instant, served: bool)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -378,6 +428,7 @@ impl Conn {
             force,
         } = self;
         let activity = Arc::new(Activity::default());
+        activity.served.store(served, Ordering::Release);
         let watched = activity.clone();
         let body_timeout = limits.body_read_timeout;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {

@@ -75,6 +75,10 @@ pub(crate) struct ConnectionArgs {
     /// Open client sockets, lowered to stay below the open-files limit [default: 20000].
     #[arg(long, env = "RILL_MAX_OPEN_CONNECTIONS", value_name = "COUNT")]
     pub(crate) max_open_connections: Option<String>,
+
+    /// Serve plain HTTP/1.1 event streams outside hyper, with no idle buffers [default: true].
+    #[arg(long, env = "RILL_SSE_FAST_PATH", value_name = "BOOL")]
+    pub(crate) sse_fast_path: Option<String>,
 }
 
 impl ConnectionArgs {
@@ -95,6 +99,9 @@ impl ConnectionArgs {
         }
         if let Some(v) = pick(self.max_open_connections, file.max_open_connections) {
             c.max_open_connections = parse_key("max_open_connections", &v, count)?;
+        }
+        if let Some(v) = pick(self.sse_fast_path, file.sse_fast_path) {
+            c.sse_fast_path = parse_key("sse_fast_path", &v, boolean)?;
         }
         Ok(c)
     }
@@ -270,6 +277,7 @@ pub(crate) struct FileConfig {
     pub(crate) body_read_timeout: Option<String>,
     pub(crate) idle_timeout: Option<String>,
     pub(crate) max_open_connections: Option<String>,
+    pub(crate) sse_fast_path: Option<String>,
     // Chat keys (resolved in chat_config.rs).
     pub(crate) database: Option<String>,
     pub(crate) broker: Option<String>,
@@ -360,6 +368,7 @@ impl ServeArgs {
             body_read_timeout: file.body_read_timeout.take(),
             idle_timeout: file.idle_timeout.take(),
             max_open_connections: file.max_open_connections.take(),
+            sse_fast_path: file.sse_fast_path.take(),
         })?;
         let bots = file.bots.take();
         let chat = self.chat.resolve(file_chat(&mut file), bots)?;
