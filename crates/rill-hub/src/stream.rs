@@ -340,7 +340,9 @@ impl HubStream {
             }
             // Replay and resets, one log read at a time so a long replay goes out in chunks.
             if let Some(idx) = self.catch.iter().position(|c| *c != Catch::Live) {
-                if let Err(error) = self.catch_up(idx).await {
+                // Boxed: a catch-up's future is large and short-lived; inline it would size
+                // the `next` future every idle stream holds while it waits.
+                if let Err(error) = Box::pin(self.catch_up(idx)).await {
                     self.fail(&error);
                 }
                 if !self.out.is_empty() {

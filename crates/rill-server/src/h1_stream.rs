@@ -203,9 +203,11 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let close = asks_to_close(request.headers());
+    // Out of its box at once (a box moved out of is freed only at the end of its scope).
+    let request = unbox(request);
     // Boxed: the routing future is large and lives only until the response exists; inline it
     // would size every idle stream's task.
-    let response = match Box::pin(router.oneshot(*request)).await {
+    let response = match Box::pin(router.oneshot(request)).await {
         Ok(response) => response,
         Err(infallible) => match infallible {},
     };
@@ -219,6 +221,8 @@ where
         },
     };
     let head = encode_head(parts.status, &parts.headers, framing, close);
+    // The response's headers and extensions are written: an idle stream should not keep them.
+    drop(parts);
     if let Err(error) = io.write_all(&head).await {
         tracing::debug!(%error, "cannot write a response head");
         return After::Close;
@@ -300,6 +304,10 @@ where
     After::KeepAlive {
         rest: received.freeze(),
     }
+}
+
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 enum Step {

@@ -379,7 +379,7 @@ impl Conn {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         if !self.limits.sse_fast_path {
-            return self.serve(io, accepted_at, false).await;
+            return Box::pin(self.serve(io, accepted_at, false)).await;
         }
         let deadline = accepted_at + self.limits.header_read_timeout;
         let head = tokio::select! {
@@ -389,8 +389,8 @@ impl Conn {
         let (request, rest) = match head {
             Ok(Ok(h1_stream::Head::Stream { request, rest })) => (request, rest),
             Ok(Ok(h1_stream::Head::Other(read))) => {
-                // Boxed, here and below: hyper's connection is large, and an idle stream's
-                // task should not carry its space.
+                // Boxed, here, above and below: hyper's connection is large (about 3 KiB),
+                // and an idle stream's task should not carry its space.
                 let io = h1_stream::Prefixed::new(io, read);
                 return Box::pin(self.serve(io, accepted_at, false)).await;
             }
