@@ -102,8 +102,8 @@ macro_rules! sql_store {
                 Self { pool }
             }
 
-            /// Inserts one message and marks its chat as updated, inside the caller's
-            /// transaction.
+            /// Inserts one message inside the caller's transaction (the caller marks the
+            /// chat as updated: [`Self::touch_in`], once per transaction).
             async fn insert_in(
                 conn: &mut $conn,
                 message: &rill_core::chat::NewMessage,
@@ -122,13 +122,22 @@ macro_rules! sql_store {
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| $crate::backend::db_error("insert message", e))?;
+                row.try_into()
+            }
+
+            /// Marks a chat as updated at `now`, inside the caller's transaction.
+            async fn touch_in(
+                conn: &mut $conn,
+                chat_id: &str,
+                now: i64,
+            ) -> Result<(), rill_core::StoreError> {
                 sqlx::query($crate::sql::TOUCH_CHAT)
-                    .bind(&message.chat_id)
+                    .bind(chat_id)
                     .bind(now)
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| $crate::backend::db_error("touch chat", e))?;
-                row.try_into()
+                Ok(())
             }
         }
 
@@ -243,7 +252,9 @@ macro_rules! sql_store {
                     .begin()
                     .await
                     .map_err(|e| $crate::backend::db_error("begin", e))?;
-                let message = Self::insert_in(&mut tx, &message, $crate::backend::now_ms()).await?;
+                let now = $crate::backend::now_ms();
+                let message = Self::insert_in(&mut tx, &message, now).await?;
+                Self::touch_in(&mut tx, &message.chat_id, now).await?;
                 tx.commit()
                     .await
                     .map_err(|e| $crate::backend::db_error("commit", e))?;
@@ -265,6 +276,11 @@ macro_rules! sql_store {
                 // On any error `tx` drops un-committed, which rolls both inserts back.
                 let user = Self::insert_in(&mut tx, &user, now).await?;
                 let assistant = Self::insert_in(&mut tx, &assistant, now).await?;
+                // One touch for both: a statement fewer before the answer's first token.
+                Self::touch_in(&mut tx, &user.chat_id, now).await?;
+                if assistant.chat_id != user.chat_id {
+                    Self::touch_in(&mut tx, &assistant.chat_id, now).await?;
+                }
                 tx.commit()
                     .await
                     .map_err(|e| $crate::backend::db_error("commit", e))?;

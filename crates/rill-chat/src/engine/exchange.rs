@@ -286,7 +286,9 @@ impl ChatEngine {
             }
         };
         self.claim(&answer).await;
-        if new_question {
+        // Only a chat without a title gets one (its first question): a write saved on every
+        // later exchange, before the first token.
+        if new_question && chat.title.is_none() {
             let title: String = question.content.trim().chars().take(80).collect();
             if let Err(error) = self.inner.store.set_title_if_empty(chat_id, &title).await {
                 tracing::warn!(%error, chat_id, "cannot set the chat title");

@@ -97,9 +97,13 @@ impl Generation {
                 Err(error) => return Ending::Failed(error),
             },
         };
-        let mut checkpoint = tokio::time::interval(self.inner.settings.checkpoint_interval);
+        // Both first tick one period from now, not at once: the lease was just taken (a renewal
+        // now would put a database write before the first token) and nothing is new to save.
+        let every = self.inner.settings.checkpoint_interval;
+        let mut checkpoint = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lease = tokio::time::interval(self.inner.settings.lease_ttl / 3);
+        let every = self.inner.settings.lease_ttl / 3;
+        let mut lease = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut saved_version = 0u64;
         let mut events = Vec::new();
