@@ -77,10 +77,10 @@ where
 {
     let mut buf = BytesMut::with_capacity(FIRST_READ);
     loop {
+        if buf.len() >= MAX_HEAD {
+            return Ok(Head::Other(buf.freeze()));
+        }
         if buf.len() == buf.capacity() {
-            if buf.len() >= MAX_HEAD {
-                return Ok(Head::Other(buf.freeze()));
-            }
             buf.reserve(buf.len().min(MAX_HEAD - buf.len()));
         }
         if io.read_buf(&mut buf).await? == 0 {
@@ -89,6 +89,9 @@ where
         match classify(&buf, peer) {
             Classified::Partial => {}
             Classified::Other => return Ok(Head::Other(buf.freeze())),
+            // A head longer than hyper's limit (one read can bring more than asked): hyper's
+            // `431`, as for any other request.
+            Classified::Stream(_, len) if len > MAX_HEAD => return Ok(Head::Other(buf.freeze())),
             Classified::Stream(request, len) => {
                 let rest = buf.split_off(len).freeze();
                 return Ok(Head::Stream { request, rest });
@@ -202,9 +205,13 @@ pub(crate) async fn answer<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let close = asks_to_close(request.headers());
-    // Out of its box at once (a box moved out of is freed only at the end of its scope).
-    let request = unbox(request);
+    let mut close = asks_to_close(request.headers());
+    // Out of its box at once: a box moved out of is freed at the end of its scope (here,
+    // the block's), and this function's lasts as long as the stream.
+    let request = {
+        let boxed = request;
+        *boxed
+    };
     // Boxed: the routing future is large and lives only until the response exists; inline it
     // would size every idle stream's task.
     let response = match Box::pin(router.oneshot(request)).await {
@@ -220,6 +227,8 @@ where
             None => Framing::Chunked,
         },
     };
+    // A handler that answers `Connection: close` wants the connection closed after it.
+    close |= asks_to_close(&parts.headers);
     let head = encode_head(parts.status, &parts.headers, framing, close);
     // The response's headers and extensions are written: an idle stream should not keep them.
     drop(parts);
@@ -304,10 +313,6 @@ where
     After::KeepAlive {
         rest: received.freeze(),
     }
-}
-
-fn unbox<T>(boxed: Box<T>) -> T {
-    *boxed
 }
 
 enum Step {
