@@ -310,8 +310,24 @@ impl FileConfig {
     pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("invalid configuration file {}", path.display()))
+        Self::parse(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+    }
+
+    /// Parses the file. Top-level numbers and booleans are taken as their text, so
+    /// `max_open_connections = 100` and `sse_fast_path = false` mean what the quoted forms do
+    /// (every key is parsed from text, like its flag and environment variable).
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        for (_, value) in table.iter_mut() {
+            let as_text = match value {
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => continue,
+            };
+            *value = toml::Value::String(as_text);
+        }
+        Ok(toml::Value::Table(table).try_into()?)
     }
 }
 
@@ -819,5 +835,32 @@ fn duration_or_off(value: &str) -> Result<Option<Duration>, String> {
         Ok(None)
     } else {
         positive_duration(value).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_numbers_and_booleans_read_as_their_text() {
+        let file = FileConfig::parse(
+            "max_open_connections = 100\nsse_fast_path = false\nheartbeat = \"20s\"\n",
+        )
+        .expect("a valid file");
+        assert_eq!(file.max_open_connections.as_deref(), Some("100"));
+        assert_eq!(file.sse_fast_path.as_deref(), Some("false"));
+        assert_eq!(file.heartbeat.as_deref(), Some("20s"));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_shapes_are_still_refused() {
+        let error = FileConfig::parse("heartbeet = \"20s\"\n").expect_err("a typo");
+        assert!(format!("{error:#}").contains("heartbeet"), "{error:#}");
+        let error = FileConfig::parse("heartbeat = [1]\n").expect_err("an array");
+        assert!(
+            format!("{error:#}").contains("heartbeat") || format!("{error:#}").contains("string"),
+            "{error:#}"
+        );
     }
 }
