@@ -489,6 +489,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
 
     fn peer() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9))
@@ -629,6 +630,94 @@ mod tests {
                 .expect("ASCII")
                 .contains("content-length: 12\r\n")
         );
+    }
+
+    /// A router with a streamed body (`/s`: two chunks, then the end) and a pending one (`/p`).
+    fn router() -> Router {
+        use axum::routing::get;
+        Router::new()
+            .route(
+                "/s",
+                get(|| async {
+                    let chunks = futures::stream::iter(["hello", "world"]).map(|c| {
+                        Ok::<_, std::convert::Infallible>(Bytes::from_static(c.as_bytes()))
+                    });
+                    Body::from_stream(chunks)
+                }),
+            )
+            .route(
+                "/p",
+                get(|| async {
+                    Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>())
+                }),
+            )
+    }
+
+    /// The fast path itself, over an in-memory pipe: head, chunks, last chunk, and what the
+    /// client sent meanwhile kept for hyper.
+    #[tokio::test]
+    async fn answer_writes_hypers_framing_and_keeps_what_follows() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let head = b"GET /s HTTP/1.1\r\naccept: text/event-stream\r\n\r\nGET /next";
+        client.write_all(head).await.expect("write");
+        let Head::Stream { request, rest } = read_head(&mut server, peer()).await.expect("read")
+        else {
+            panic!("a stream request");
+        };
+        assert_eq!(&rest[..], b"GET /next");
+        let after = answer(
+            &mut server,
+            request,
+            rest,
+            router(),
+            &CancellationToken::new(),
+        )
+        .await;
+        let After::KeepAlive { rest } = after else {
+            panic!("the connection goes on");
+        };
+        assert_eq!(&rest[..], b"GET /next");
+        drop(server);
+        let mut text = String::new();
+        client.read_to_string(&mut text).await.expect("read");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+        assert!(
+            text.ends_with("\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n"),
+            "{text:?}"
+        );
+    }
+
+    /// A client that closes its side ends a stream that has nothing to write, at once.
+    #[tokio::test]
+    async fn answer_ends_when_the_client_leaves() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        client
+            .write_all(b"GET /p HTTP/1.1\r\naccept: text/event-stream\r\n\r\n")
+            .await
+            .expect("write");
+        let Head::Stream { request, rest } = read_head(&mut server, peer()).await.expect("read")
+        else {
+            panic!("a stream request");
+        };
+        let answering = tokio::spawn(async move {
+            answer(
+                &mut server,
+                request,
+                rest,
+                router(),
+                &CancellationToken::new(),
+            )
+            .await
+        });
+        let mut head = [0u8; 12];
+        client.read_exact(&mut head).await.expect("the head");
+        drop(client);
+        let after = tokio::time::timeout(std::time::Duration::from_secs(10), answering)
+            .await
+            .expect("ended at once")
+            .expect("no panic");
+        assert!(matches!(after, After::Close));
     }
 
     #[tokio::test]

@@ -3,6 +3,10 @@
 //! response (keep-alive, pipelining); a client that leaves frees its stream at once; whatever
 //! the fast path does not take (large heads, HTTP/1.0, h2c, other requests) is hyper's as
 //! before. Over raw TCP on 127.0.0.1; every wait is bounded by [`WAIT`].
+//!
+//! By design these pass on either path (the fast path answers as hyper would): they pin the
+//! behaviour. `h1_stream`'s own tests drive the fast path directly, and the memory it saves is
+//! measured in `rill bench connections` (docs/benchmarks.md).
 
 #![allow(
     clippy::unwrap_used,
@@ -70,13 +74,20 @@ fn without_date(text: &str) -> String {
 const STREAM_HEAD: &[u8] =
     b"GET /api/events?topic=t HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
 
-/// Opens a stream over raw TCP, publishes one event, and returns the bytes up to that event.
-async fn one_event(fast_path: bool) -> String {
-    let server = TestServer::with_config(config(fast_path)).await;
+/// Opens a topic stream over raw TCP and reads up to its opening comment; returns the socket
+/// and the bytes read.
+async fn open_stream(server: &TestServer) -> (TcpStream, Vec<u8>) {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream.write_all(STREAM_HEAD).await.unwrap();
     let mut seen = Vec::new();
     read_until(&mut stream, &mut seen, b": ok\n").await;
+    (stream, seen)
+}
+
+/// Opens a stream over raw TCP, publishes one event, and returns the bytes up to that event.
+async fn one_event(fast_path: bool) -> String {
+    let server = TestServer::with_config(config(fast_path)).await;
+    let (mut stream, mut seen) = open_stream(&server).await;
     let id = server.publish("t", None, json!({"n": 1})).await;
     read_until(&mut stream, &mut seen, b"\n\n\r\n").await;
     assert!(String::from_utf8_lossy(&seen).contains(&id));
@@ -122,10 +133,7 @@ async fn a_stream_reads_the_same_as_from_hyper() {
 #[tokio::test]
 async fn the_date_header_is_sent() {
     let server = TestServer::with_config(config(true)).await;
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream.write_all(STREAM_HEAD).await.unwrap();
-    let mut seen = Vec::new();
-    read_until(&mut stream, &mut seen, b"\r\n\r\n").await;
+    let (_, seen) = open_stream(&server).await;
     let head = String::from_utf8_lossy(&seen).to_lowercase();
     assert!(head.contains("\r\ndate: "), "{head}");
     server.stop().await;
@@ -188,10 +196,7 @@ async fn a_client_that_leaves_frees_its_stream_at_once() {
     config.streams.heartbeat = Duration::from_secs(60);
     let server = TestServer::with_config(config).await;
     let open = || server.state.hub.metrics().snapshot().open_streams;
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream.write_all(STREAM_HEAD).await.unwrap();
-    let mut seen = Vec::new();
-    read_until(&mut stream, &mut seen, b": ok\n").await;
+    let (stream, _) = open_stream(&server).await;
     assert_eq!(open(), 1);
     drop(stream);
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -210,10 +215,7 @@ async fn a_client_that_leaves_frees_its_stream_at_once() {
 #[tokio::test]
 async fn shutdown_ends_the_body_properly() {
     let server = TestServer::with_config(config(true)).await;
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream.write_all(STREAM_HEAD).await.unwrap();
-    let mut seen = Vec::new();
-    read_until(&mut stream, &mut seen, b": ok\n").await;
+    let (mut stream, _) = open_stream(&server).await;
     let stop = tokio::spawn(server.stop());
     let rest = read_to_close(&mut stream).await;
     assert!(rest.contains("server_shutdown"), "{rest}");
