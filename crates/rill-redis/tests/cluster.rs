@@ -11,7 +11,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cluster_config, connect, redis_cluster, skip_private};
+use common::{
+    client_field, cluster_config, connect, redis_cluster, skip_private, subscribed_feed,
+    subscriptions,
+};
 use rill_core::{Broker, Epoch, SpentSet, Topic};
 use rill_test_support::broker_contract::{RecordingSink, event};
 use rill_test_support::redis_servers::RedisCluster;
@@ -193,13 +196,13 @@ async fn many_topics_resubscribed_on_every_primary_after_pubsub_connections_kill
     let ports = cluster.ports();
     let mut before = Vec::new();
     for port in &ports {
-        before.push(subscribed_feed(*port, &prefix).await);
+        before.push(subscribed_feed(&mut node(*port).await, &prefix).await);
     }
     let per_node: Vec<usize> = before.iter().map(|l| subscriptions(l)).collect();
     assert_eq!(per_node.iter().sum::<usize>(), N, "{per_node:?}");
     let mut killed = Vec::new();
     for (port, line) in ports.iter().zip(&before) {
-        let id = field(line, "id").unwrap().to_owned();
+        let id = client_field(line, "id").unwrap().to_owned();
         let n: i64 = redis::cmd("CLIENT")
             .arg("KILL")
             .arg("ID")
@@ -217,8 +220,12 @@ async fn many_topics_resubscribed_on_every_primary_after_pubsub_connections_kill
         .await;
     }
     for ((port, want), old) in ports.iter().zip(&per_node).zip(&killed) {
-        let line = subscribed_feed(*port, &prefix).await;
-        assert_ne!(field(&line, "id"), Some(old.as_str()), "a new connection");
+        let line = subscribed_feed(&mut node(*port).await, &prefix).await;
+        assert_ne!(
+            client_field(&line, "id"),
+            Some(old.as_str()),
+            "a new connection"
+        );
         assert_eq!(
             subscriptions(&line),
             *want,
@@ -240,37 +247,6 @@ async fn node(port: u16) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
-}
-
-/// A field (`id`, `sub`, `ssub`...) of a `CLIENT LIST` line.
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split(' ')
-        .find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-}
-
-/// The channels a `CLIENT LIST` line's connection is subscribed to (classic and sharded).
-fn subscriptions(line: &str) -> usize {
-    ["sub", "ssub"]
-        .iter()
-        .filter_map(|f| field(line, f)?.parse::<usize>().ok())
-        .sum()
-}
-
-/// The feed connection of `prefix` on the node at `port` that holds subscriptions (every broker
-/// of the prefix has one of that name there; only the subscribing broker's has subscriptions).
-async fn subscribed_feed(port: u16, prefix: &str) -> String {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut node(port).await)
-        .await
-        .unwrap();
-    let name = format!("name={prefix}feed ");
-    let mut lines: Vec<&str> = list
-        .lines()
-        .filter(|l| l.contains(&name) && subscriptions(l) > 0)
-        .collect();
-    assert_eq!(lines.len(), 1, "port {port}: {lines:?}");
-    lines.pop().unwrap().to_owned()
 }
 
 fn now_ms() -> u64 {

@@ -8,7 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cleanup, Proxy, admin, config, connect, delete_prefix, fresh_prefix, skip};
+use common::{
+    Cleanup, Proxy, admin, client_field, config, connect, delete_prefix, fresh_prefix, skip,
+    subscribed_feed, subscriptions,
+};
 use rill_core::{Broker, BrokerError, Topic};
 use rill_redis::{ConfigError, ConnectError, RedisBroker, RedisBrokerConfig};
 use rill_test_support::broker_contract::{RecordingSink, event};
@@ -111,53 +114,10 @@ async fn concurrent_epoch_creation_agrees() {
     );
 }
 
-/// The `CLIENT LIST` lines of the feed connections of the brokers of a key prefix (named after
-/// it, so every broker of the prefix has one), in no particular order: Redis rotates its list of
-/// clients as its cron visits them, so with many clients the oldest is not listed first.
-async fn feed_clients(prefix: &str) -> Vec<String> {
-    let mut admin = admin().await;
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let name = format!("name={prefix}feed ");
-    list.lines()
-        .filter(|l| l.contains(&name))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A field (`id`, `sub`, `ssub`...) of a `CLIENT LIST` line.
-fn client_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
-    line.split(' ')
-        .find_map(|f| f.strip_prefix(field).and_then(|v| v.strip_prefix('=')))
-}
-
-/// The channels a `CLIENT LIST` line's connection is subscribed to (classic and sharded).
-fn subscriptions(line: &str) -> usize {
-    ["sub", "ssub"]
-        .iter()
-        .filter_map(|f| client_field(line, f)?.parse::<usize>().ok())
-        .sum()
-}
-
-/// The feed connection of `prefix` that holds subscriptions: the subscribing broker's (one
-/// that only publishes has a feed connection of the same name, without subscriptions).
-async fn subscribed_feed(prefix: &str) -> String {
-    let mut lines: Vec<String> = feed_clients(prefix)
-        .await
-        .into_iter()
-        .filter(|l| subscriptions(l) > 0)
-        .collect();
-    assert_eq!(lines.len(), 1, "one subscribed feed connection: {lines:?}");
-    lines.pop().unwrap()
-}
-
 /// Kills the subscribing broker's feed connection (by id), not a publishing broker's, nor other
 /// tests' connections; returns its `CLIENT LIST` line from before.
 async fn kill_feed_connection(prefix: &str) -> String {
-    let line = subscribed_feed(prefix).await;
+    let line = subscribed_feed(&mut admin().await, prefix).await;
     let id = client_field(&line, "id").expect("CLIENT LIST gives an id");
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
@@ -303,7 +263,7 @@ async fn many_topics_resubscribed_after_pubsub_connection_killed() {
         started.elapsed()
     );
     eventually("the feed to be ready again", || broker.ready()).await;
-    let after = subscribed_feed(&prefix).await;
+    let after = subscribed_feed(&mut admin().await, &prefix).await;
     assert_ne!(
         client_field(&after, "id"),
         client_field(&before, "id"),

@@ -130,6 +130,38 @@ pub async fn admin() -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// A field (`id`, `sub`, `ssub`...) of a `CLIENT LIST` line.
+pub fn client_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(field).and_then(|v| v.strip_prefix('=')))
+}
+
+/// The channels a `CLIENT LIST` line's connection is subscribed to (classic and sharded).
+pub fn subscriptions(line: &str) -> usize {
+    ["sub", "ssub"]
+        .iter()
+        .filter_map(|f| client_field(line, f)?.parse::<usize>().ok())
+        .sum()
+}
+
+/// The `CLIENT LIST` line of the feed connection of `prefix` that holds subscriptions, on the
+/// server `conn` talks to: every broker of the prefix has a feed connection of that name there
+/// (Redis lists clients in no fixed order), only the subscribing broker's has subscriptions.
+pub async fn subscribed_feed(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> String {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let name = format!("name={prefix}feed ");
+    let mut lines: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains(&name) && subscriptions(l) > 0)
+        .collect();
+    assert_eq!(lines.len(), 1, "one subscribed feed connection: {lines:?}");
+    lines.pop().unwrap().to_owned()
+}
+
 /// A TCP proxy to Redis that a test can cut (closing every connection and the port) and
 /// restore on the same port: Redis going away and coming back, without touching the shared
 /// Redis server other tests use.
