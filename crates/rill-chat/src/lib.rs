@@ -27,6 +27,6 @@ mod prompt;
 
 #[cfg(feature = "engine")]
 pub use engine::{
-    AskOptions, Bot, ChatEngine, ChatError, EngineSettings, Plan, Question, Resume, Sent, Snapshot,
-    ToolOutput, control_topic, validate_key,
+    Answerable, AskOptions, Bot, ChatEngine, ChatError, EngineSettings, Plan, Question, Resume,
+    Sent, Snapshot, ToolOutput, control_topic, validate_key,
 };

@@ -223,6 +223,17 @@ pub struct NewMessage {
     /// A key the client chose for this message (`Idempotency-Key`, or the id an AI SDK client
     /// gave it): unique within the chat, so a repeated request finds the first one's message.
     pub client_key: Option<String>,
+    /// For a `Streaming` placeholder: the lease of the generation that will write it, stored
+    /// with the row (taking it afterwards would be one more write before the first token).
+    pub lease: Option<Lease>,
+}
+
+/// A generation's lease on a `Streaming` message: which instance writes it, and until when
+/// (Unix ms). Another instance takes the message over only once the lease has run out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until_ms: i64,
 }
 
 /// How a generation ended, written once when it does.

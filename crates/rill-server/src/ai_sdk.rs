@@ -21,8 +21,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use rill_chat::{ChatEngine, ChatError, Sent};
-use rill_core::chat::{MessageStatus, PageCursor};
+use rill_chat::{ChatEngine, ChatError, Question, Sent};
+use rill_core::chat::{Chat, MessageStatus, PageCursor};
 use rill_dialects::ai_sdk::{STREAM_HEADER, UiStream, error_frames, ui_message};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -137,17 +137,22 @@ pub(crate) async fn chat(
     };
     // Every limit is checked before anything is stored: a refused request changes nothing.
     let slot = state.streams.acquire(user)?;
-    match question {
+    let chat = match question {
         Some(_) => own_chat(engine, user, &body.id, body.bot.as_deref()).await?,
         // A regeneration answers a chat's question again: there must be a chat.
-        None => {
-            engine.chat(user, &body.id).await?;
-        }
-    }
-    engine.check_can_answer(user, &body.id).await?;
+        None => engine.chat(user, &body.id).await?,
+    };
+    let chat = engine.answerable(user, chat)?;
     let sent = match question {
-        Some((text, key)) => engine.send(user, &body.id, &text, Some(&key)).await?,
-        None => engine.regenerate(user, &body.id).await?,
+        Some((content, key)) => {
+            let question = Question {
+                content,
+                key: Some(key),
+                ..Question::default()
+            };
+            engine.ask_in(&chat, &question).await?
+        }
+        None => engine.regenerate_in(&chat).await?,
     };
     let repeated = sent.repeated;
     let mut response = stream(&state, &principal, slot, &sent).await?;
@@ -228,9 +233,9 @@ async fn own_chat(
     user: &str,
     chat_id: &str,
     bot: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<Chat, ApiError> {
     match engine.chat(user, chat_id).await {
-        Ok(_) => return Ok(()),
+        Ok(chat) => return Ok(chat),
         Err(ChatError::NotFound) => {}
         Err(error) => return Err(error.into()),
     }
@@ -243,10 +248,10 @@ async fn own_chat(
             .ok_or_else(|| ChatError::UnknownBot(String::new()))?,
     };
     match engine.create_chat_with_id(user, chat_id, &bot).await {
-        Ok(_) => Ok(()),
+        Ok(chat) => Ok(chat),
         // Two first requests of the same user raced: the other one created it.
         Err(error @ ChatError::Conflict { .. }) => match engine.chat(user, chat_id).await {
-            Ok(_) => Ok(()),
+            Ok(chat) => Ok(chat),
             Err(_) => Err(error.into()),
         },
         Err(error) => Err(error.into()),

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rill_chat::protocol::PlainText;
-use rill_chat::{ChatError, Plan, Resume, Sent};
+use rill_chat::{ChatError, Plan, Question, Resume, Sent};
 use rill_core::Topic;
 use rill_core::chat::{Chat, Message, PageCursor};
 use serde::de::DeserializeOwned;
@@ -535,7 +535,7 @@ pub(crate) async fn send_message(
 ) -> Result<Response, ApiError> {
     let engine = state.chat()?;
     let style = style(&headers);
-    engine.check_can_answer(&principal.user, &id).await?;
+    let chat = engine.check_can_answer(&principal.user, &id).await?;
     // Every header is checked before the request is acted on, a resume included.
     let key = idempotency_key(&headers)?;
     // A client that retries its POST after a cut (`fetch-event-source`, `requests-sse`) sends
@@ -558,9 +558,12 @@ pub(crate) async fn send_message(
         Style::Sse | Style::Plain => Some(stream_slot(&state, &principal)?),
         Style::Accepted => None,
     };
-    let sent = engine
-        .send(&principal.user, &id, &body.0.content, key.as_deref())
-        .await?;
+    let question = Question {
+        content: body.0.content,
+        key,
+        ..Question::default()
+    };
+    let sent = engine.ask_in(&chat, &question).await?;
     answer(&state, &principal, style, slot, sent).await
 }
 
@@ -591,12 +594,12 @@ pub(crate) async fn regenerate(
 ) -> Result<Response, ApiError> {
     let engine = state.chat()?;
     let style = style(&headers);
-    engine.check_can_answer(&principal.user, &id).await?;
+    let chat = engine.check_can_answer(&principal.user, &id).await?;
     let slot = match style {
         Style::Sse | Style::Plain => Some(stream_slot(&state, &principal)?),
         Style::Accepted => None,
     };
-    let sent = engine.regenerate(&principal.user, &id).await?;
+    let sent = engine.regenerate_in(&chat).await?;
     answer(&state, &principal, style, slot, sent).await
 }
 

@@ -455,6 +455,7 @@ async fn history_pages_walk_250_messages_while_new_ones_arrive() {
                     bot_id: None,
                     model: None,
                     client_key: None,
+                    lease: None,
                 })
                 .await
                 .expect("insert")

@@ -102,42 +102,31 @@ macro_rules! sql_store {
                 Self { pool }
             }
 
-            /// Inserts one message inside the caller's transaction (the caller marks the
-            /// chat as updated: [`Self::touch_in`], once per transaction).
-            async fn insert_in(
-                conn: &mut $conn,
-                message: &rill_core::chat::NewMessage,
-                now: i64,
-            ) -> Result<rill_core::chat::Message, rill_core::StoreError> {
-                let row: $crate::rows::MessageRow = sqlx::query_as($crate::sql::INSERT_MESSAGE)
-                    .bind($crate::backend::new_id())
+            /// Binds one message's values of [`crate::sql::INSERT_MESSAGE`] /
+            /// [`crate::sql::INSERT_EXCHANGE`] (all but the shared `created_at`).
+            fn bind_message<'q>(
+                query: sqlx::query::QueryAs<'q, $db, $crate::rows::MessageRow, <$db as sqlx::Database>::Arguments<'q>>,
+                id: String,
+                message: &'q rill_core::chat::NewMessage,
+            ) -> sqlx::query::QueryAs<'q, $db, $crate::rows::MessageRow, <$db as sqlx::Database>::Arguments<'q>> {
+                query
+                    .bind(id)
                     .bind(&message.chat_id)
                     .bind(message.role.as_str())
                     .bind(&message.content)
                     .bind(message.status.as_str())
                     .bind(&message.bot_id)
                     .bind(&message.model)
-                    .bind(now)
-                    .bind(&message.client_key)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(|e| $crate::backend::db_error("insert message", e))?;
-                row.try_into()
             }
 
-            /// Marks a chat as updated at `now`, inside the caller's transaction.
-            async fn touch_in(
-                conn: &mut $conn,
-                chat_id: &str,
-                now: i64,
-            ) -> Result<(), rill_core::StoreError> {
-                sqlx::query($crate::sql::TOUCH_CHAT)
-                    .bind(chat_id)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| $crate::backend::db_error("touch chat", e))?;
-                Ok(())
+            fn bind_tail<'q>(
+                query: sqlx::query::QueryAs<'q, $db, $crate::rows::MessageRow, <$db as sqlx::Database>::Arguments<'q>>,
+                message: &'q rill_core::chat::NewMessage,
+            ) -> sqlx::query::QueryAs<'q, $db, $crate::rows::MessageRow, <$db as sqlx::Database>::Arguments<'q>> {
+                query
+                    .bind(&message.client_key)
+                    .bind(message.lease.as_ref().map(|l| l.owner.as_str()))
+                    .bind(message.lease.as_ref().map(|l| l.until_ms))
             }
         }
 
@@ -247,18 +236,15 @@ macro_rules! sql_store {
                 &self,
                 message: rill_core::chat::NewMessage,
             ) -> Result<rill_core::chat::Message, rill_core::StoreError> {
-                let mut tx = self
-                    .pool
-                    .begin()
+                // One statement: the chat's `updated_at` follows by trigger.
+                let query = sqlx::query_as($crate::sql::INSERT_MESSAGE);
+                let query = Self::bind_message(query, $crate::backend::new_id(), &message)
+                    .bind($crate::backend::now_ms());
+                let row: $crate::rows::MessageRow = Self::bind_tail(query, &message)
+                    .fetch_one(&self.pool)
                     .await
-                    .map_err(|e| $crate::backend::db_error("begin", e))?;
-                let now = $crate::backend::now_ms();
-                let message = Self::insert_in(&mut tx, &message, now).await?;
-                Self::touch_in(&mut tx, &message.chat_id, now).await?;
-                tx.commit()
-                    .await
-                    .map_err(|e| $crate::backend::db_error("commit", e))?;
-                Ok(message)
+                    .map_err(|e| $crate::backend::db_error("insert message", e))?;
+                row.try_into()
             }
 
             async fn insert_exchange(
@@ -267,24 +253,34 @@ macro_rules! sql_store {
                 assistant: rill_core::chat::NewMessage,
             ) -> Result<(rill_core::chat::Message, rill_core::chat::Message), rill_core::StoreError>
             {
-                let now = $crate::backend::now_ms();
-                let mut tx = self
-                    .pool
-                    .begin()
+                // One statement, so both rows exist or neither, in one round trip (a
+                // transaction would be four before the answer's first token).
+                let (user_id, assistant_id) = ($crate::backend::new_id(), $crate::backend::new_id());
+                let query = sqlx::query_as($crate::sql::INSERT_EXCHANGE);
+                let query = Self::bind_message(query, user_id.clone(), &user)
+                    .bind($crate::backend::now_ms());
+                let query = Self::bind_tail(query, &user);
+                let query = Self::bind_message(query, assistant_id.clone(), &assistant);
+                let rows: Vec<$crate::rows::MessageRow> = Self::bind_tail(query, &assistant)
+                    .fetch_all(&self.pool)
                     .await
-                    .map_err(|e| $crate::backend::db_error("begin", e))?;
-                // On any error `tx` drops un-committed, which rolls both inserts back.
-                let user = Self::insert_in(&mut tx, &user, now).await?;
-                let assistant = Self::insert_in(&mut tx, &assistant, now).await?;
-                // One touch for both: a statement fewer before the answer's first token.
-                Self::touch_in(&mut tx, &user.chat_id, now).await?;
-                if assistant.chat_id != user.chat_id {
-                    Self::touch_in(&mut tx, &assistant.chat_id, now).await?;
+                    .map_err(|e| $crate::backend::db_error("insert exchange", e))?;
+                let mut question = None;
+                let mut answer = None;
+                for row in rows {
+                    let message: rill_core::chat::Message = row.try_into()?;
+                    if message.id == user_id {
+                        question = Some(message);
+                    } else if message.id == assistant_id {
+                        answer = Some(message);
+                    }
                 }
-                tx.commit()
-                    .await
-                    .map_err(|e| $crate::backend::db_error("commit", e))?;
-                Ok((user, assistant))
+                match (question, answer) {
+                    (Some(q), Some(a)) => Ok((q, a)),
+                    _ => Err(rill_core::StoreError::Backend(
+                        "insert exchange: the database did not return both rows".to_owned(),
+                    )),
+                }
             }
 
             async fn get_message(

@@ -261,6 +261,10 @@ async fn connect_sqlite(
                 })
             })
     }
+    // A SQLite connection is a handle to a local file (or to memory): it cannot be lost the way
+    // a network connection can, so the ping sqlx sends before handing each one out is only a
+    // round trip through the connection's worker thread, before every statement.
+    .test_before_acquire(false)
     .acquire_timeout(settings.acquire_timeout)
     .connect_with(options)
     .await

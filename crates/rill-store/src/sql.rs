@@ -49,11 +49,28 @@ pub(crate) const DELETE_CHAT: &str = "DELETE FROM chats WHERE id = $1 AND user_i
 pub(crate) const SET_TITLE_IF_EMPTY: &str =
     "UPDATE chats SET title = $2 WHERE id = $1 AND title IS NULL";
 
-pub(crate) const TOUCH_CHAT: &str = "UPDATE chats SET updated_at = $2 WHERE id = $1";
+/// The columns an insert sets, in the order of [`INSERT_MESSAGE`]'s values. The chat's
+/// `updated_at` follows by trigger (migration 0003), in the same statement.
+macro_rules! insert_cols {
+    () => {
+        "INSERT INTO messages (id, chat_id, role, content, status, bot_id, model, created_at, \
+         updated_at, client_key, lease_owner, lease_until) VALUES "
+    };
+}
 
 pub(crate) const INSERT_MESSAGE: &str = concat!(
-    "INSERT INTO messages (id, chat_id, role, content, status, bot_id, model, created_at, \
-     updated_at, client_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING ",
+    insert_cols!(),
+    "($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11) RETURNING ",
+    message_cols!()
+);
+
+/// A question and its answer's placeholder in one statement (so both exist or neither, without
+/// a transaction's extra round trips). Rows are inserted in order, so the question's `seq` is
+/// the lower; `RETURNING` order is not guaranteed, the caller matches rows by id.
+pub(crate) const INSERT_EXCHANGE: &str = concat!(
+    insert_cols!(),
+    "($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11), \
+     ($12, $13, $14, $15, $16, $17, $18, $8, $8, $19, $20, $21) RETURNING ",
     message_cols!()
 );
 

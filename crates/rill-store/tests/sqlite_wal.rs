@@ -44,6 +44,7 @@ async fn generation(store: Arc<dyn Store>, n: usize) {
         bot_id: Some("demo".to_owned()),
         model: Some("demo".to_owned()),
         client_key: None,
+        lease: None,
     };
     let (_, assistant) = store
         .insert_exchange(

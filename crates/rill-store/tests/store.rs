@@ -49,6 +49,7 @@ suite!(
     client_keys_find_the_first_exchange,
     checkpoints_keep_parts,
     a_lease_is_held_by_one_owner_and_taken_over_only_when_it_ended,
+    an_exchange_is_stored_with_its_lease_and_moves_the_chat,
 );
 
 fn outcome(status: MessageStatus, content: &str) -> Outcome {
@@ -1003,4 +1004,73 @@ async fn a_lease_is_held_by_one_owner_and_taken_over_only_when_it_ended(db: Db) 
         message(&store, &answer.id).await.status,
         MessageStatus::Complete
     );
+}
+
+async fn an_exchange_is_stored_with_its_lease_and_moves_the_chat(db: Db) {
+    // One statement stores both rows (question first), the placeholder's lease, and the chat's
+    // new `updated_at` (by trigger).
+    let store = db.store;
+    let chat = store.create_chat("alice", "demo").await.step("create");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut placeholder = streaming(&chat.id);
+    placeholder.lease = Some(rill_core::chat::Lease {
+        owner: "instance-a".to_owned(),
+        until_ms: 5_000,
+    });
+    let (question, answer) = store
+        .insert_exchange(user(&chat.id, "q"), placeholder)
+        .await
+        .step("exchange");
+    assert_eq!((question.role, answer.role), (Role::User, Role::Assistant));
+    assert_eq!(
+        (question.content.as_str(), answer.content.as_str()),
+        ("q", "")
+    );
+    assert!(
+        question.seq < answer.seq,
+        "{} < {}",
+        question.seq,
+        answer.seq
+    );
+    let touched = store
+        .get_chat("alice", &chat.id)
+        .await
+        .step("get chat")
+        .expect("the chat");
+    assert_eq!(touched.updated_at_ms, question.created_at_ms);
+    assert!(touched.updated_at_ms > chat.updated_at_ms);
+
+    // The lease came with the row: held by its owner until 5 000, taken by no one before.
+    let orphaned = async |now: i64, owner: &str| -> Vec<String> {
+        let found = store.orphaned(now, Some(owner)).await.step("orphaned");
+        found.into_iter().map(|m| m.id).collect()
+    };
+    assert_eq!(orphaned(4_000, "instance-b").await, Vec::<String>::new());
+    assert_eq!(orphaned(6_000, "instance-b").await, vec![answer.id.clone()]);
+    assert!(
+        !store
+            .renew_lease(&answer.id, "instance-b", 9_000)
+            .await
+            .step("renew by another"),
+        "another instance cannot renew a lease it does not hold"
+    );
+
+    // A plain insert moves the chat too.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        store
+            .finish(&answer.id, None, &outcome(MessageStatus::Complete, "a"))
+            .await
+            .step("finish")
+    );
+    let more = store
+        .insert_message(user(&chat.id, "later"))
+        .await
+        .step("insert");
+    let touched = store
+        .get_chat("alice", &chat.id)
+        .await
+        .step("get chat")
+        .expect("the chat");
+    assert_eq!(touched.updated_at_ms, more.created_at_ms);
 }

@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use rill_core::chat::{Message, MessageStatus, NewMessage, Outcome, PageCursor, Part, Role};
+use rill_core::chat::{
+    Chat, Lease, Message, MessageStatus, NewMessage, Outcome, PageCursor, Part, Role,
+};
 use rill_core::{
     CompletionRequest, Published, RequestContext, StoreError, ToolChoice, ToolSpec, Topic,
 };
@@ -69,6 +71,22 @@ pub struct Question {
     pub tool_results: Vec<ToolOutput>,
 }
 
+/// A chat checked for an answer ([`ChatEngine::check_can_answer`]): the user's own, with a
+/// configured bot. Answering through it ([`ChatEngine::ask_in`],
+/// [`ChatEngine::regenerate_in`]) does not read the chat again: one read fewer before the
+/// first token.
+#[derive(Clone, Debug)]
+pub struct Answerable {
+    chat: Chat,
+    bot: Bot,
+}
+
+impl Answerable {
+    pub fn chat(&self) -> &Chat {
+        &self.chat
+    }
+}
+
 /// What an exchange answers.
 enum Ask<'a> {
     /// A new question.
@@ -105,6 +123,12 @@ impl ChatEngine {
         chat_id: &str,
         question: &Question,
     ) -> Result<Sent, ChatError> {
+        let chat = self.check_can_answer(user_id, chat_id).await?;
+        self.ask_in(&chat, question).await
+    }
+
+    /// [`ChatEngine::ask`] in a chat checked already.
+    pub async fn ask_in(&self, chat: &Answerable, question: &Question) -> Result<Sent, ChatError> {
         // Tool results alone are a turn; otherwise the words must be acceptable.
         let results_only = question.content.is_empty() && !question.tool_results.is_empty();
         if !results_only {
@@ -113,8 +137,7 @@ impl ChatEngine {
         if let Some(key) = &question.key {
             validate_key(key)?;
         }
-        self.start_exchange(user_id, chat_id, Ask::New(question))
-            .await
+        self.start_exchange(chat, Ask::New(question)).await
     }
 
     /// Creates a chat with an id the client chose (1 to 128 characters of ASCII letters,
@@ -193,33 +216,46 @@ impl ChatEngine {
     /// Answers the last user message of `chat_id` again (after an error, a stop or an
     /// interruption), as a new assistant message.
     pub async fn regenerate(&self, user_id: &str, chat_id: &str) -> Result<Sent, ChatError> {
-        self.start_exchange(user_id, chat_id, Ask::Again).await
+        let chat = self.check_can_answer(user_id, chat_id).await?;
+        self.regenerate_in(&chat).await
     }
 
-    /// Checks what a request could change before it changes anything: the chat exists, its bot
-    /// too, nothing runs. The HTTP layer calls it before taking a stream slot, and
-    /// [`ChatEngine::send`] checks again.
-    pub async fn check_can_answer(&self, user_id: &str, chat_id: &str) -> Result<(), ChatError> {
-        let chat = self.chat(user_id, chat_id).await?;
-        self.bot(&chat.bot_id)
-            .ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
-        Ok(())
+    /// [`ChatEngine::regenerate`] in a chat checked already.
+    pub async fn regenerate_in(&self, chat: &Answerable) -> Result<Sent, ChatError> {
+        self.start_exchange(chat, Ask::Again).await
     }
 
-    async fn start_exchange(
+    /// Checks what a request could change before it changes anything: the chat is
+    /// `user_id`'s and its bot exists. The HTTP layer calls it before taking a stream slot,
+    /// then answers through what it returns.
+    pub async fn check_can_answer(
         &self,
         user_id: &str,
         chat_id: &str,
-        ask: Ask<'_>,
-    ) -> Result<Sent, ChatError> {
-        if self.is_draining() {
-            return Err(ChatError::Draining);
-        }
+    ) -> Result<Answerable, ChatError> {
         let chat = self.chat(user_id, chat_id).await?;
+        self.answerable(user_id, chat)
+    }
+
+    /// [`ChatEngine::check_can_answer`] for a chat the caller has read already (or just
+    /// created).
+    pub fn answerable(&self, user_id: &str, chat: Chat) -> Result<Answerable, ChatError> {
+        if chat.user_id != user_id {
+            return Err(ChatError::NotFound);
+        }
         let bot = self
             .bot(&chat.bot_id)
             .cloned()
             .ok_or_else(|| ChatError::UnknownBot(chat.bot_id.clone()))?;
+        Ok(Answerable { chat, bot })
+    }
+
+    async fn start_exchange(&self, checked: &Answerable, ask: Ask<'_>) -> Result<Sent, ChatError> {
+        if self.is_draining() {
+            return Err(ChatError::Draining);
+        }
+        let Answerable { chat, bot } = checked;
+        let (chat_id, user_id, bot) = (chat.id.as_str(), chat.user_id.as_str(), bot.clone());
         if let Ask::New(Question {
             content,
             key: Some(key),
@@ -243,11 +279,14 @@ impl ChatEngine {
             Ask::Again => AskOptions::default(),
         };
 
+        // The placeholder carries the generation's lease: no write of its own before the
+        // first token.
         let placeholder = self.placeholder(chat_id, &bot);
         // The question, the answer's placeholder, whether the question is new, and how much
         // of the history the model sees (a regeneration stops at its question: the answers
         // after it are the ones being replaced).
-        let (question, answer, new_question, up_to) = match ask {
+        // `earlier`: for a new question, the history before it, read while it is stored.
+        let (question, answer, new_question, up_to, earlier) = match ask {
             Ask::New(Question { content, key, .. }) if !content.is_empty() => {
                 let user = NewMessage {
                     chat_id: chat_id.to_owned(),
@@ -257,9 +296,17 @@ impl ChatEngine {
                     bot_id: None,
                     model: None,
                     client_key: key.clone(),
+                    lease: None,
                 };
-                match self.inner.store.insert_exchange(user, placeholder).await {
-                    Ok((question, answer)) => (question, answer, true, None),
+                // The history before the question is read while the question is stored (on
+                // two connections of a pool): one wait fewer before the first token. Nothing
+                // else can add to the chat meanwhile (one exchange at a time).
+                let (inserted, earlier) = tokio::join!(
+                    self.inner.store.insert_exchange(user, placeholder),
+                    self.history(chat_id, None)
+                );
+                match inserted {
+                    Ok((question, answer)) => (question, answer, true, None, Some(earlier)),
                     // Two requests with one key raced: the other one's insert won.
                     Err(StoreError::DuplicateKey) => {
                         let key = key.as_deref().unwrap_or_default();
@@ -276,16 +323,15 @@ impl ChatEngine {
             Ask::New(_) => {
                 let question = self.last_question(chat_id).await?;
                 let answer = self.inner.store.insert_message(placeholder).await?;
-                (question, answer, false, None)
+                (question, answer, false, None, None)
             }
             Ask::Again => {
                 let question = self.last_question(chat_id).await?;
                 let answer = self.inner.store.insert_message(placeholder).await?;
                 let up_to = Some(question.seq);
-                (question, answer, false, up_to)
+                (question, answer, false, up_to, None)
             }
         };
-        self.claim(&answer).await;
         // Only a chat without a title gets one (its first question): a write saved on every
         // later exchange, before the first token.
         if new_question && chat.title.is_none() {
@@ -315,15 +361,18 @@ impl ChatEngine {
             epoch: first.epoch,
             offset: first.offset.saturating_sub(1),
         };
-        if let Err(error) = self
-            .inner
-            .store
-            .set_exchange_start(&answer.id, &start.epoch, start.offset)
-            .await
-        {
-            tracing::warn!(%error, message_id = %answer.id, "cannot record where the exchange starts");
-        }
-        let history = self.history(chat_id, up_to).await?;
+        self.record_exchange_start(&answer.id, &start);
+        let history = match earlier {
+            Some(earlier) => {
+                let mut history = earlier?;
+                // A read that ran after the insert has the question already.
+                if !history.iter().any(|m| m.id == question.id) {
+                    history.push(question.clone());
+                }
+                history
+            }
+            None => self.history(chat_id, up_to).await?,
+        };
         self.start(
             bot,
             answer.clone(),
@@ -338,6 +387,23 @@ impl ChatEngine {
             start: Some(start),
             repeated: false,
         })
+    }
+
+    /// Records where an exchange starts in the log, in the background: a repeated request
+    /// replays from there. Until it lands (a few hundred microseconds), one finds no start
+    /// and rebuilds the answer's state instead ([`Sent::start`] `None`), which is as exact;
+    /// awaiting it would put a write before the first token.
+    fn record_exchange_start(&self, message_id: &str, start: &Published) {
+        let store = self.inner.store.clone();
+        let (message_id, start) = (message_id.to_owned(), start.clone());
+        self.inner.tracker.spawn(async move {
+            if let Err(error) = store
+                .set_exchange_start(&message_id, &start.epoch, start.offset)
+                .await
+            {
+                tracing::warn!(%error, %message_id, "cannot record where the exchange starts");
+            }
+        });
     }
 
     /// The chat's last user message (what a regeneration answers again).
@@ -457,20 +523,11 @@ impl ChatEngine {
             bot_id: Some(bot.config.id.clone()),
             model: Some(bot.config.model.clone()),
             client_key: None,
-        }
-    }
-
-    pub(crate) async fn claim(&self, message: &Message) {
-        let until = now_ms().saturating_add(duration_ms(self.inner.settings.lease_ttl));
-        if let Err(error) = self
-            .inner
-            .store
-            .renew_lease(&message.id, &self.inner.settings.instance_id, until)
-            .await
-        {
-            // The generation renews it every third of its time; until it does, the message is
-            // unleased, which no reaper takes for a minute.
-            tracing::warn!(%error, message_id = %message.id, "cannot take the generation's lease");
+            // The generation renews it every third of its time.
+            lease: Some(Lease {
+                owner: self.inner.settings.instance_id.clone(),
+                until_ms: now_ms().saturating_add(duration_ms(self.inner.settings.lease_ttl)),
+            }),
         }
     }
 

@@ -107,6 +107,7 @@ impl Generation {
         lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut saved_version = 0u64;
         let mut events = Vec::new();
+        let mut first_token = true;
         loop {
             tokio::select! {
                 biased;
@@ -134,11 +135,20 @@ impl Generation {
                     }
                     Some(Ok(event)) => {
                         writer.push(event, &mut events);
+                        let token = events.iter().any(|e| matches!(e, ChatEvent::Delta { .. }));
                         for event in events.drain(..) {
                             if let Err(error) = self.publish(topic, event).await {
                                 tracing::warn!(%error, "the event broker failed mid-answer; ending it");
                                 return Ending::BrokerFailed;
                             }
+                        }
+                        if token && std::mem::take(&mut first_token) {
+                            // The readers' tasks were just woken with the answer's first
+                            // token: let them write it before this task takes the thread for
+                            // the next ones (a model that streams faster than the network
+                            // would otherwise hold the first token back by a whole budget of
+                            // tokio's scheduler, about 64 events). Once per answer.
+                            tokio::task::yield_now().await;
                         }
                     }
                     Some(Err(error)) => return Ending::Failed(error),

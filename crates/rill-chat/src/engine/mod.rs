@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use exchange::{AskOptions, Question, Sent, ToolOutput, validate_key};
+pub use exchange::{Answerable, AskOptions, Question, Sent, ToolOutput, validate_key};
 pub use plan::{Plan, Resume};
 pub use snapshot::Snapshot;
 

@@ -113,6 +113,7 @@ pub(crate) fn user(chat_id: &str, content: &str) -> NewMessage {
         bot_id: None,
         model: None,
         client_key: None,
+        lease: None,
     }
 }
 
@@ -126,6 +127,7 @@ pub(crate) fn streaming(chat_id: &str) -> NewMessage {
         bot_id: Some("demo".to_owned()),
         model: Some("demo-1".to_owned()),
         client_key: None,
+        lease: None,
     }
 }
 
