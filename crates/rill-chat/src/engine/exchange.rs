@@ -365,6 +365,15 @@ impl ChatEngine {
         let history = match earlier {
             Some(earlier) => {
                 let mut history = earlier?;
+                // The insert succeeded, so no other answer is streaming now; one that was when
+                // the history was read (finishing on another instance at that moment) is read
+                // again, so the model sees its final text.
+                if history
+                    .iter()
+                    .any(|m| m.status == MessageStatus::Streaming && m.id != answer.id)
+                {
+                    history = self.history(chat_id, None).await?;
+                }
                 // A read that ran after the insert has the question already.
                 if !history.iter().any(|m| m.id == question.id) {
                     history.push(question.clone());
