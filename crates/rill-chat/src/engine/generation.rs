@@ -147,7 +147,7 @@ impl Generation {
                             // token: let them write it before this task takes the thread for
                             // the next ones (a model that streams faster than the network
                             // would otherwise hold the first token back by a whole budget of
-                            // tokio's scheduler, about 64 events). Once per answer.
+                            // tokio's scheduler, about 128 events). Once per answer.
                             tokio::task::yield_now().await;
                         }
                     }
