@@ -90,7 +90,7 @@ pub(crate) fn db_error(op: &'static str, error: sqlx::Error) -> StoreError {
 
 /// Implements [`Store`] for `$name`, a pool of database `$db`.
 macro_rules! sql_store {
-    ($(#[$doc:meta])* $name:ident, $db:ty, $conn:ty) => {
+    ($(#[$doc:meta])* $name:ident, $db:ty) => {
         $(#[$doc])*
         #[derive(Clone, Debug)]
         pub(crate) struct $name {
@@ -102,8 +102,8 @@ macro_rules! sql_store {
                 Self { pool }
             }
 
-            /// Binds one message's values of [`crate::sql::INSERT_MESSAGE`] /
-            /// [`crate::sql::INSERT_EXCHANGE`] (all but the shared `created_at`).
+            /// Binds a message's values that come before `created_at` in a row of
+            /// [`crate::sql::INSERT_MESSAGE`] / [`crate::sql::INSERT_EXCHANGE`].
             fn bind_message<'q>(
                 query: sqlx::query::QueryAs<'q, $db, $crate::rows::MessageRow, <$db as sqlx::Database>::Arguments<'q>>,
                 id: String,
@@ -119,6 +119,7 @@ macro_rules! sql_store {
                     .bind(&message.model)
             }
 
+            /// Binds a message's values that come after `created_at` in such a row.
             fn bind_tail<'q>(
                 query: sqlx::query::QueryAs<'q, $db, $crate::rows::MessageRow, <$db as sqlx::Database>::Arguments<'q>>,
                 message: &'q rill_core::chat::NewMessage,
@@ -545,15 +546,13 @@ macro_rules! sql_store {
 sql_store!(
     /// The store on SQLite (the default: one file, WAL).
     SqliteStore,
-    sqlx::Sqlite,
-    sqlx::SqliteConnection
+    sqlx::Sqlite
 );
 
 sql_store!(
     /// The store on PostgreSQL (several instances sharing one database).
     PgStore,
-    sqlx::Postgres,
-    sqlx::PgConnection
+    sqlx::Postgres
 );
 
 #[cfg(test)]
