@@ -81,12 +81,6 @@ pub struct Answerable {
     bot: Bot,
 }
 
-impl Answerable {
-    pub fn chat(&self) -> &Chat {
-        &self.chat
-    }
-}
-
 /// What an exchange answers.
 enum Ask<'a> {
     /// A new question.
@@ -285,8 +279,9 @@ impl ChatEngine {
         // The question, the answer's placeholder, whether the question is new, and how much
         // of the history the model sees (a regeneration stops at its question: the answers
         // after it are the ones being replaced).
-        // `earlier`: for a new question, the history before it, read while it is stored.
-        let (question, answer, new_question, up_to, earlier) = match ask {
+        // `earlier`: for a new question (and only then), the history before it, read while it
+        // is stored.
+        let (question, answer, up_to, earlier) = match ask {
             Ask::New(Question { content, key, .. }) if !content.is_empty() => {
                 let user = NewMessage {
                     chat_id: chat_id.to_owned(),
@@ -306,7 +301,7 @@ impl ChatEngine {
                     self.history(chat_id, None)
                 );
                 match inserted {
-                    Ok((question, answer)) => (question, answer, true, None, Some(earlier)),
+                    Ok((question, answer)) => (question, answer, None, Some(earlier)),
                     // Two requests with one key raced: the other one's insert won.
                     Err(StoreError::DuplicateKey) => {
                         let key = key.as_deref().unwrap_or_default();
@@ -323,15 +318,16 @@ impl ChatEngine {
             Ask::New(_) => {
                 let question = self.last_question(chat_id).await?;
                 let answer = self.inner.store.insert_message(placeholder).await?;
-                (question, answer, false, None, None)
+                (question, answer, None, None)
             }
             Ask::Again => {
                 let question = self.last_question(chat_id).await?;
                 let answer = self.inner.store.insert_message(placeholder).await?;
                 let up_to = Some(question.seq);
-                (question, answer, false, up_to, None)
+                (question, answer, up_to, None)
             }
         };
+        let new_question = earlier.is_some();
         // Only a chat without a title gets one (its first question): a write saved on every
         // later exchange, before the first token.
         if new_question && chat.title.is_none() {
