@@ -12,9 +12,69 @@ use rill_core::chat::{Message, MessageStatus, Part, Role};
 /// characters per token in English); the newest message is always kept even when it alone
 /// exceeds the budget, since it is the question being asked.
 pub(crate) fn fit_history(history: &[Message], budget_chars: usize) -> Vec<PromptMessage> {
+    let mut walk = Walk::new(budget_chars);
     let mut picked = Vec::new();
-    let mut used = 0usize;
     for m in history.iter().rev() {
+        match walk.step(m) {
+            Step::Pick => picked.push(PromptMessage {
+                role: m.role,
+                // Every part goes: each provider's encoder keeps what its API takes back
+                // (Anthropic thinking blocks with their signatures, tool calls with their
+                // results).
+                parts: if m.parts.is_empty() {
+                    vec![Part::text(m.content.clone())]
+                } else {
+                    m.parts.clone()
+                },
+            }),
+            Step::Skip => {}
+            Step::Stop => break,
+        }
+    }
+    picked.reverse();
+    picked
+}
+
+/// Where the part of `history` (oldest first) that a model can still be sent starts: the
+/// message [`fit_history`] stops at, the first that does not fit. Messages older than it are
+/// never picked again, since newer messages only take more of the budget: for any `later`
+/// messages, `fit_history(history[i..] + later) == fit_history(history + later)`. `None` when
+/// every message fits (older ones, not in `history`, might too).
+pub(crate) fn window_start(history: &[Message], budget_chars: usize) -> Option<usize> {
+    let mut walk = Walk::new(budget_chars);
+    history
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, m)| (walk.step(m) == Step::Stop).then_some(i))
+}
+
+/// [`fit_history`]'s walk over messages, newest first.
+pub(crate) struct Walk {
+    budget: usize,
+    used: usize,
+    picked_any: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Pick,
+    Skip,
+    /// This message does not fit: neither it nor any older message is picked.
+    Stop,
+}
+
+impl Walk {
+    pub(crate) fn new(budget_chars: usize) -> Self {
+        Walk {
+            budget: budget_chars,
+            used: 0,
+            picked_any: false,
+        }
+    }
+
+    /// The next older message.
+    pub(crate) fn step(&mut self, m: &Message) -> Step {
         let usable = match m.role {
             Role::User => true,
             Role::Assistant => matches!(
@@ -27,27 +87,16 @@ pub(crate) fn fit_history(history: &[Message], budget_chars: usize) -> Vec<Promp
         // provider needs the call (and its result) to make sense of what follows.
         let calls_tools = m.parts.iter().any(|p| matches!(p, Part::ToolCall { .. }));
         if !usable || (m.content.trim().is_empty() && !calls_tools) {
-            continue;
+            return Step::Skip;
         }
         let cost = cost_chars(m);
-        if !picked.is_empty() && used.saturating_add(cost) > budget_chars {
-            break;
+        if self.picked_any && self.used.saturating_add(cost) > self.budget {
+            return Step::Stop;
         }
-        used = used.saturating_add(cost);
-        // Every part goes: each provider's encoder keeps what its API takes back (Anthropic
-        // thinking blocks with their signatures, tool calls with their results).
-        let parts = if m.parts.is_empty() {
-            vec![Part::text(m.content.clone())]
-        } else {
-            m.parts.clone()
-        };
-        picked.push(PromptMessage {
-            role: m.role,
-            parts,
-        });
+        self.used = self.used.saturating_add(cost);
+        self.picked_any = true;
+        Step::Pick
     }
-    picked.reverse();
-    picked
 }
 
 /// What a message costs of the budget: its text, and the tool calls' arguments and results
@@ -157,5 +206,57 @@ mod tests {
         // only, the call does not squeeze in.
         let got = fit_history(&history, 9);
         assert_eq!(got.len(), 1);
+    }
+
+    /// Cutting a history at its window start changes nothing the model is sent, however many
+    /// messages come after: what the history cache relies on.
+    #[test]
+    fn a_history_cut_at_its_window_start_fits_the_same_with_any_later_messages() {
+        use MessageStatus::*;
+        use Role::*;
+        // Deterministic variety: lengths, roles, failed and empty answers.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut kind = |i: usize| {
+            let content = "x".repeat(usize::try_from(next(40)).unwrap_or(0));
+            match (i % 2, next(6)) {
+                (0, _) => msg(User, Complete, &content),
+                (_, 0) => msg(Assistant, Error, &content),
+                (_, 1) => msg(Assistant, Complete, ""),
+                (_, 2) => msg(Assistant, Stopped, &content),
+                _ => msg(Assistant, Complete, &content),
+            }
+        };
+        for budget in [0, 1, 30, 100, 250] {
+            for len in 0..40 {
+                let history: Vec<Message> = (0..len).map(&mut kind).collect();
+                let start = window_start(&history, budget);
+                if let Some(i) = start {
+                    assert_eq!(
+                        fit_history(&history[i..], budget),
+                        fit_history(&history, budget)
+                    );
+                }
+                for more in 1..6 {
+                    let later: Vec<Message> = (len..len + more).map(&mut kind).collect();
+                    let whole: Vec<Message> = history.iter().chain(&later).cloned().collect();
+                    let cut: Vec<Message> = history[start.unwrap_or(0)..]
+                        .iter()
+                        .chain(&later)
+                        .cloned()
+                        .collect();
+                    assert_eq!(
+                        fit_history(&cut, budget),
+                        fit_history(&whole, budget),
+                        "budget {budget}, {len} messages then {more}"
+                    );
+                }
+            }
+        }
     }
 }

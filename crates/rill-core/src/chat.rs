@@ -180,6 +180,37 @@ pub struct Chat {
     pub title: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Where the chat's history stands when this was read. Not sent to clients.
+    #[serde(skip)]
+    pub history: HistoryRevision,
+}
+
+/// Where a chat's history stands: a value that changes whenever a message is added to the
+/// chat, or a message's final state is written or changed afterwards. Equal revisions read at
+/// two times mean the history the model would see is the same at both (the engine's history
+/// cache relies on it; the store keeps it, in the database itself).
+///
+/// A message's checkpoints while it is being written do not change it: an answer that is still
+/// streaming is not part of what a model is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HistoryRevision {
+    /// The chat's row, never reused: a chat deleted and created again with the same id has
+    /// another one.
+    pub chat_seq: i64,
+    /// How many changes the chat's history has had: one per message added, and one per write
+    /// of a message that is not `streaming` (its final state, or tool results recorded on it).
+    pub changes: i64,
+}
+
+impl HistoryRevision {
+    /// This revision after `n` more changes.
+    #[must_use]
+    pub fn after(self, n: i64) -> Self {
+        HistoryRevision {
+            chat_seq: self.chat_seq,
+            changes: self.changes.saturating_add(n),
+        }
+    }
 }
 
 /// One message of a chat.

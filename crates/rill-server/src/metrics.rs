@@ -1,4 +1,4 @@
-//! `GET /metrics`: the hub's counters in the Prometheus text exposition format.
+//! `GET /metrics`: the hub's and the chat engine's counters in the Prometheus text exposition format.
 //!
 //! Rendered by hand from the hub's atomics: a handful of lines, read at scrape time, so the
 //! hot paths only ever touch relaxed atomics (no registry, no labels to hash per event).
@@ -107,6 +107,21 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         "The open-connections cap in force (max_open_connections, lowered below the open-files limit).",
         state.connections.limit() as u64,
     );
+    if let Some(engine) = &state.chat {
+        let (hits, misses) = engine.history_cache_counts();
+        metric(
+            "rill_chat_history_cache_hits_total",
+            "counter",
+            "Questions whose history came from memory (no history read before the first token).",
+            hits,
+        );
+        metric(
+            "rill_chat_history_cache_misses_total",
+            "counter",
+            "Questions whose history was read from the database (first in a chat here, changed elsewhere, evicted).",
+            misses,
+        );
+    }
     let mut response = out.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -424,6 +424,150 @@ async fn regenerate_answers_the_last_question_again() {
     );
 }
 
+/// Asks `content` in a streamed POST and reads it to its end (after `message.completed`).
+async fn ask_to_the_end(server: &ChatServer, chat: &str, content: &str) {
+    let response = server
+        .post_accepting(chat, "text/event-stream", content)
+        .await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.expect("the answer");
+    assert!(body.contains("message.completed"), "{body}");
+}
+
+/// The contents of the messages of the provider's last request.
+fn last_request_contents(fake: &FakeUpstream) -> Vec<String> {
+    let requests = fake.requests();
+    let last = &requests.last().expect("a request").body;
+    last["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The history cache's counters, from `/metrics`: (hits, misses).
+async fn history_cache_counts(server: &ChatServer) -> (u64, u64) {
+    let metrics = server.server.metrics().await;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    (
+        value("rill_chat_history_cache_hits_total "),
+        value("rill_chat_history_cache_misses_total "),
+    )
+}
+
+/// A chat's next question takes its history from memory (no read before the first token) and
+/// sends the provider exactly what a read would have.
+#[tokio::test]
+async fn the_next_question_takes_the_history_kept_in_memory() {
+    let fake = FakeUpstream::start().await;
+    let server = ChatServer::start(&fake).await;
+    let chat = server.create_chat("openai").await;
+    for n in 1..=3 {
+        fake.push(Reply::tokens([format!("answer {n}")]));
+        ask_to_the_end(&server, &chat, &format!("question {n}")).await;
+    }
+    assert_eq!(
+        last_request_contents(&fake),
+        [
+            "Be brief.",
+            "question 1",
+            "answer 1",
+            "question 2",
+            "answer 2",
+            "question 3"
+        ]
+    );
+    assert_eq!(
+        history_cache_counts(&server).await,
+        (2, 1),
+        "read once, for the chat's first question"
+    );
+}
+
+/// What another instance adds to a chat reaches the model of the next question asked here,
+/// although this instance kept the chat's history in memory.
+#[tokio::test]
+async fn another_instances_answer_is_in_the_next_history_here() {
+    let fake = FakeUpstream::start().await;
+    let here = ChatServer::start(&fake).await;
+    let there = here.another_instance(&fake).await;
+    let chat = here.create_chat("openai").await;
+    fake.push(Reply::tokens(["answer 1"]));
+    ask_to_the_end(&here, &chat, "question 1").await;
+    fake.push(Reply::tokens(["answer 2"]));
+    ask_to_the_end(&there, &chat, "question 2").await;
+    fake.push(Reply::tokens(["answer 3"]));
+    ask_to_the_end(&here, &chat, "question 3").await;
+    assert_eq!(
+        last_request_contents(&fake),
+        [
+            "Be brief.",
+            "question 1",
+            "answer 1",
+            "question 2",
+            "answer 2",
+            "question 3"
+        ]
+    );
+    assert_eq!(
+        history_cache_counts(&here).await,
+        (0, 2),
+        "the kept history was not current"
+    );
+}
+
+/// A chat deleted on another instance and created there again with the same id (as `useChat`
+/// does) and as many changes is another chat: nothing of the first reaches the model here.
+#[tokio::test]
+async fn a_chat_created_again_with_its_id_elsewhere_does_not_inherit_its_history() {
+    let fake = FakeUpstream::start().await;
+    let here = ChatServer::start(&fake).await;
+    let there = here.another_instance(&fake).await;
+    let ask = async |server: &ChatServer, text: &str| {
+        let response = server
+            .client()
+            .post(server.url("/api/ai-sdk/chat"))
+            .json(&json!({
+                "id": "same-id",
+                "bot": "openai",
+                "messages": [{
+                    "id": text.replace(' ', "-"),
+                    "role": "user",
+                    "parts": [{"type": "text", "text": text}],
+                }],
+            }))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.expect("the answer");
+        assert!(body.contains("[DONE]"), "{body}");
+    };
+    fake.push(Reply::tokens(["old answer"]));
+    ask(&here, "old question").await;
+    let deleted = there
+        .client()
+        .delete(there.url("/api/chats/same-id"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 204);
+    fake.push(Reply::tokens(["new answer"]));
+    ask(&there, "new question").await;
+    fake.push(Reply::tokens(["next answer"]));
+    ask(&here, "next question").await;
+    assert_eq!(
+        last_request_contents(&fake),
+        ["Be brief.", "new question", "new answer", "next question"]
+    );
+}
+
 /// History pages walk a 250-message chat with no gap or duplicate while messages are added.
 #[tokio::test]
 async fn history_pages_walk_250_messages_while_new_ones_arrive() {

@@ -1,7 +1,7 @@
 //! Rows as the database returns them, and their conversion into the core types.
 
 use rill_core::StoreError;
-use rill_core::chat::{Chat, Message, MessageStatus, Part, Role, Usage};
+use rill_core::chat::{Chat, HistoryRevision, Message, MessageStatus, Part, Role, Usage};
 
 /// A `chats` row; `seq` stays here (cursors), the rest becomes a [`Chat`].
 #[derive(Debug, sqlx::FromRow)]
@@ -13,6 +13,7 @@ pub(crate) struct ChatRow {
     pub(crate) title: Option<String>,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
+    pub(crate) history_changes: i64,
 }
 
 impl ChatRow {
@@ -24,6 +25,10 @@ impl ChatRow {
             title: self.title,
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
+            history: HistoryRevision {
+                chat_seq: self.seq,
+                changes: self.history_changes,
+            },
         }
     }
 }

@@ -6,7 +6,7 @@
 /// The columns of a chat, in the order of [`crate::rows::ChatRow`].
 macro_rules! chat_cols {
     () => {
-        "seq, id, user_id, bot_id, title, created_at, updated_at"
+        "seq, id, user_id, bot_id, title, created_at, updated_at, history_changes"
     };
 }
 

@@ -50,6 +50,7 @@ suite!(
     checkpoints_keep_parts,
     a_lease_is_held_by_one_owner_and_taken_over_only_when_it_ended,
     an_exchange_is_stored_with_its_lease_and_moves_the_chat,
+    the_history_revision_moves_with_every_change_a_model_would_see,
 );
 
 fn outcome(status: MessageStatus, content: &str) -> Outcome {
@@ -1073,4 +1074,103 @@ async fn an_exchange_is_stored_with_its_lease_and_moves_the_chat(db: Db) {
         .step("get chat")
         .expect("the chat");
     assert_eq!(touched.updated_at_ms, more.created_at_ms);
+}
+
+async fn the_history_revision_moves_with_every_change_a_model_would_see(db: Db) {
+    // The engine's history cache counts on these exact steps (an exchange is two changes, a
+    // final state one, a checkpoint none): a step that moved the revision less than counted
+    // could make another instance's change look like ours.
+    let store = db.store;
+    let chat = store.create_chat("alice", "demo").await.step("create");
+    let revision = async || {
+        store
+            .get_chat("alice", &chat.id)
+            .await
+            .step("get chat")
+            .expect("the chat")
+            .history
+    };
+    let start = revision().await;
+    assert_eq!(start, chat.history, "created as read");
+    assert_eq!(start.changes, 0);
+
+    let (_, answer) = store
+        .insert_exchange(user(&chat.id, "q"), streaming(&chat.id))
+        .await
+        .step("exchange");
+    assert_eq!(revision().await, start.after(2), "an exchange: two rows");
+
+    // What an answer being written does, and bookkeeping: no change.
+    let epoch = rill_core::Epoch::new("ep1").expect("a valid epoch");
+    store
+        .set_exchange_start(&answer.id, &epoch, 3)
+        .await
+        .step("exchange start");
+    assert!(
+        store
+            .take_over(&answer.id, "a", 9_000, 1)
+            .await
+            .step("take over")
+    );
+    assert!(
+        store
+            .renew_lease(&answer.id, "a", 10_000)
+            .await
+            .step("renew")
+    );
+    store
+        .checkpoint(&answer.id, "a", "partial", &[Part::text("partial")], 7)
+        .await
+        .step("checkpoint");
+    store.release_lease(&answer.id, "a").await.step("release");
+    assert!(
+        !store
+            .set_parts(&answer.id, "x", &[Part::text("x")])
+            .await
+            .step("set parts while streaming"),
+        "refused while streaming"
+    );
+    assert_eq!(revision().await, start.after(2), "nothing a model is sent");
+
+    assert!(
+        store
+            .finish(&answer.id, None, &outcome(MessageStatus::Complete, "a"))
+            .await
+            .step("finish")
+    );
+    assert_eq!(revision().await, start.after(3), "the final state: one");
+    assert!(
+        !store
+            .finish(&answer.id, None, &outcome(MessageStatus::Error, "b"))
+            .await
+            .step("finish again"),
+        "finished once"
+    );
+    assert_eq!(revision().await, start.after(3), "a refused write: none");
+
+    assert!(
+        store
+            .set_parts(&answer.id, "a", &[Part::text("a")])
+            .await
+            .step("set parts")
+    );
+    assert_eq!(revision().await, start.after(4), "tool results: one");
+    store
+        .insert_message(user(&chat.id, "later"))
+        .await
+        .step("insert");
+    assert_eq!(revision().await, start.after(5), "a message: one");
+
+    // The same id again, after a delete: another chat, whatever its count.
+    let mine = store
+        .create_chat_with_id("alice", "demo", "reused-id")
+        .await
+        .step("create with id");
+    assert!(store.delete_chat("alice", "reused-id").await.step("delete"));
+    let again = store
+        .create_chat_with_id("alice", "demo", "reused-id")
+        .await
+        .step("create again");
+    assert_eq!(again.history.changes, mine.history.changes);
+    assert_ne!(again.history, mine.history);
 }

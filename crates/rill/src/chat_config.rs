@@ -50,6 +50,11 @@ pub(crate) struct ChatArgs {
     #[arg(long, env = "RILL_HISTORY_BUDGET", value_name = "CHARS")]
     pub(crate) history_budget: Option<String>,
 
+    /// Recent chat histories kept in memory, in bytes of text, so a chat's next question needs
+    /// no history read before its first token; 0 keeps none [default: 16777216].
+    #[arg(long, env = "RILL_HISTORY_CACHE_BYTES", value_name = "BYTES")]
+    pub(crate) history_cache_bytes: Option<String>,
+
     /// The longest user message accepted, in characters [default: 32000].
     #[arg(long, env = "RILL_MAX_CONTENT_CHARS", value_name = "CHARS")]
     pub(crate) max_content_chars: Option<String>,
@@ -169,6 +174,13 @@ impl ChatArgs {
         }
         if let Some(v) = pick(self.history_budget, file.history_budget) {
             engine.history_budget_chars = parse_key("history_budget", &v, count)?;
+        }
+        if let Some(v) = pick(self.history_cache_bytes, file.history_cache_bytes) {
+            engine.history_cache_bytes = parse_key("history_cache_bytes", &v, |s| {
+                s.trim()
+                    .parse::<usize>()
+                    .map_err(|e| format!("{e} (expected a whole number of bytes, 0 for none)"))
+            })?;
         }
         if let Some(v) = pick(self.max_content_chars, file.max_content_chars) {
             engine.max_content_chars = parse_key("max_content_chars", &v, count)?;

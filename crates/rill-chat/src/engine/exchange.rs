@@ -15,12 +15,17 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::generation::Generation;
+use super::history_cache::Seed;
 use super::{Bot, ChatEngine, ChatError, Progress, Running, duration_ms, lock, now_ms};
-use crate::prompt::fit_history;
+use crate::prompt::{Step, Walk, fit_history};
 use crate::protocol::ChatEvent;
 
 /// The longest client key (`Idempotency-Key`).
 pub(crate) const MAX_CLIENT_KEY_LEN: usize = 255;
+
+/// How much storing an exchange (a question and its answer's placeholder: two rows) moves the
+/// chat's [`rill_core::chat::HistoryRevision`]; the store's tests hold it to that.
+const EXCHANGE_CHANGES: i64 = 2;
 
 /// An exchange: the question and its answer.
 #[derive(Clone, Debug)]
@@ -282,7 +287,12 @@ impl ChatEngine {
         // `earlier`: for a new question (and only then), the history before it, read while it
         // is stored.
         let (question, answer, up_to, earlier) = match ask {
-            Ask::New(Question { content, key, .. }) if !content.is_empty() => {
+            Ask::New(Question {
+                content,
+                key,
+                tool_results,
+                ..
+            }) if !content.is_empty() => {
                 let user = NewMessage {
                     chat_id: chat_id.to_owned(),
                     role: Role::User,
@@ -293,13 +303,27 @@ impl ChatEngine {
                     client_key: key.clone(),
                     lease: None,
                 };
-                // The history before the question is read while the question is stored (on
-                // two connections of a pool): one wait fewer before the first token. Nothing
-                // else can add to the chat meanwhile (one exchange at a time).
-                let (inserted, earlier) = tokio::join!(
-                    self.inner.store.insert_exchange(user, placeholder),
-                    self.history(chat_id, None)
-                );
+                // The history before the question: from memory when this instance knows it at
+                // the revision the chat was read at (tool results recorded just now changed
+                // it). Otherwise it is read while the question is stored (on two connections of
+                // a pool): one wait fewer before the first token. Nothing else can add to the
+                // chat meanwhile (one exchange at a time).
+                let cached = match tool_results.is_empty() {
+                    true => self.inner.history_cache.get(chat_id, chat.history),
+                    false => None,
+                };
+                let (inserted, earlier) = match cached {
+                    Some(history) => (
+                        self.inner.store.insert_exchange(user, placeholder).await,
+                        Ok(history),
+                    ),
+                    None => {
+                        tokio::join!(
+                            self.inner.store.insert_exchange(user, placeholder),
+                            self.history(chat_id, None)
+                        )
+                    }
+                };
                 match inserted {
                     Ok((question, answer)) => (question, answer, None, Some(earlier)),
                     // Two requests with one key raced: the other one's insert won.
@@ -358,6 +382,11 @@ impl ChatEngine {
             offset: first.offset.saturating_sub(1),
         };
         self.record_exchange_start(&answer.id, &start);
+        // Whether this instance can keep the history once the answer is written: the exchange
+        // is a plain question, and the history has no other answer still being written.
+        let mut keep = new_question
+            && self.inner.history_cache.enabled()
+            && matches!(ask, Ask::New(q) if q.tool_results.is_empty());
         let history = match earlier {
             Some(earlier) => {
                 let mut history = earlier?;
@@ -369,8 +398,11 @@ impl ChatEngine {
                     .any(|m| m.status == MessageStatus::Streaming && m.id != answer.id)
                 {
                     history = self.history(chat_id, None).await?;
+                    keep = false;
                 }
-                // A read that ran after the insert has the question already.
+                // A read that ran after the insert has the question (and the answer's
+                // placeholder, which no model is sent) already.
+                history.retain(|m| m.id != answer.id);
                 if !history.iter().any(|m| m.id == question.id) {
                     history.push(question.clone());
                 }
@@ -378,6 +410,12 @@ impl ChatEngine {
             }
             None => self.history(chat_id, up_to).await?,
         };
+        // Counted from the revision read before the history: a change by anyone else since
+        // then makes the chat's revision come out higher, and the kept history unused.
+        let seed = keep.then(|| Seed {
+            revision: chat.history.after(EXCHANGE_CHANGES),
+            messages: Vec::new(),
+        });
         self.start(
             bot,
             answer.clone(),
@@ -385,6 +423,7 @@ impl ChatEngine {
             history,
             user_id,
             options,
+            seed,
         );
         Ok(Sent {
             user_message: question,
@@ -575,21 +614,22 @@ impl ChatEngine {
         chat_id: &str,
         up_to_seq: Option<i64>,
     ) -> Result<Vec<Message>, ChatError> {
-        let budget = self.inner.settings.history_budget_chars;
+        // Read back until the model's budget is spent: `fit_history` stops there, and no older
+        // message is ever sent again (the history cache keeps the same cut).
+        let mut walk = Walk::new(self.inner.settings.history_budget_chars);
         let mut before = up_to_seq.map(|s| PageCursor(s.saturating_add(1)));
         let mut newest_first: Vec<Message> = Vec::new();
-        let mut chars = 0usize;
-        // Bounded: at most 20 pages of 50, and stop as soon as the budget is reached.
-        for _ in 0..20 {
+        // Bounded: at most 20 pages of 50.
+        'pages: for _ in 0..20 {
             let page = self.inner.store.list_messages(chat_id, before, 50).await?;
             for m in page.items.into_iter().rev() {
-                chars = chars.saturating_add(m.content.chars().count());
+                let stop = walk.step(&m) == Step::Stop;
                 newest_first.push(m);
+                if stop {
+                    break 'pages;
+                }
             }
-            match page.next_before {
-                Some(cursor) if chars < budget => before = PageCursor::parse(&cursor),
-                _ => break,
-            }
+            before = page.next_before.as_deref().and_then(PageCursor::parse);
             if before.is_none() {
                 break;
             }
@@ -599,6 +639,8 @@ impl ChatEngine {
     }
 
     /// Spawns the generation of `message`, whose `message.created` is at `offset`.
+    /// With a `seed` (its messages empty), the history is kept in it for the history cache.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         bot: Bot,
@@ -607,9 +649,14 @@ impl ChatEngine {
         history: Vec<Message>,
         user: &str,
         options: AskOptions,
+        seed: Option<Seed>,
     ) {
-        let request = self.request(&bot, &message, history, Some(user), options);
-        self.spawn(bot, message, offset, request);
+        let request = self.request(&bot, &message, &history, Some(user), options);
+        let seed = seed.map(|seed| Seed {
+            messages: history,
+            ..seed
+        });
+        self.spawn(bot, message, offset, request, seed);
     }
 
     /// What the bot is asked for `message`, given the history before it.
@@ -617,14 +664,14 @@ impl ChatEngine {
         &self,
         bot: &Bot,
         message: &Message,
-        history: Vec<Message>,
+        history: &[Message],
         user: Option<&str>,
         options: AskOptions,
     ) -> CompletionRequest {
         CompletionRequest {
             model: bot.config.model.clone(),
             system: options.system.or_else(|| bot.config.system_prompt.clone()),
-            messages: fit_history(&history, self.inner.settings.history_budget_chars),
+            messages: fit_history(history, self.inner.settings.history_budget_chars),
             temperature: options.temperature.or(bot.config.temperature),
             max_tokens: options.max_tokens.or(bot.config.max_tokens),
             stop: options.stop,
@@ -640,13 +687,15 @@ impl ChatEngine {
     }
 
     /// Runs the generation of `message` (as it stands: a placeholder, or the parts of an answer
-    /// being continued) from topic offset `offset`, asking `request`.
+    /// being continued) from topic offset `offset`, asking `request`. A `seed` goes to the
+    /// history cache with the answer once it is written.
     pub(crate) fn spawn(
         &self,
         bot: Bot,
         message: Message,
         offset: u64,
         request: CompletionRequest,
+        seed: Option<Seed>,
     ) {
         let cancel = CancellationToken::new();
         let progress = Arc::new(Mutex::new(Progress {
@@ -677,6 +726,7 @@ impl ChatEngine {
                     chat_id: chat_id.clone(),
                     cancel,
                     progress,
+                    seed,
                 };
                 generation.run(request).await;
                 lock(&inner.running).remove(&chat_id);

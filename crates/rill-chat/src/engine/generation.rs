@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rill_core::chat::{MessageStatus, Outcome, Usage};
+use rill_core::chat::{Message, MessageStatus, Outcome, Usage};
 use rill_core::{
     BrokerError, CompletionRequest, Event, Provider, ProviderError, ProviderEvent, Sink, Topic,
 };
 use tokio_util::sync::CancellationToken;
 
+use super::history_cache::Seed;
 use super::{Inner, Progress, control_topic, duration_ms, lock, now_ms};
 use crate::protocol::{ChatEvent, PartsWriter, apply};
 
@@ -22,6 +23,9 @@ pub(crate) struct Generation {
     pub(crate) chat_id: String,
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Arc<Mutex<Progress>>,
+    /// The history the request was built from, for the history cache once the answer is
+    /// written.
+    pub(crate) seed: Option<Seed>,
 }
 
 /// How a generation ended, before it is written.
@@ -54,7 +58,7 @@ impl Sink for StopSink {
 }
 
 impl Generation {
-    pub(crate) async fn run(self, request: CompletionRequest) {
+    pub(crate) async fn run(mut self, request: CompletionRequest) {
         let topic = Topic::for_chat(&self.chat_id);
         let _stop_listener = match self
             .inner
@@ -75,7 +79,8 @@ impl Generation {
         let parts = lock(&self.progress).message.parts.clone();
         let mut writer = PartsWriter::continuing(self.message_id.clone(), &parts);
         let ending = self.stream(&topic, request, &mut writer).await;
-        self.finish(&topic, ending, &mut writer).await;
+        let seed = self.seed.take();
+        self.finish(&topic, ending, &mut writer, seed).await;
     }
 
     /// Pumps the provider's stream into the topic until it ends, fails, or is stopped.
@@ -222,7 +227,13 @@ impl Generation {
         }
     }
 
-    async fn finish(&self, topic: &Topic, ending: Ending, writer: &mut PartsWriter) {
+    async fn finish(
+        &self,
+        topic: &Topic,
+        ending: Ending,
+        writer: &mut PartsWriter,
+        seed: Option<Seed>,
+    ) {
         let owner = self.inner.settings.instance_id.as_str();
         match ending {
             Ending::LostLease => return,
@@ -291,6 +302,14 @@ impl Generation {
             Ending::LostLease | Ending::HandedOver => return,
         };
         tracing::info!(status = %status, chars = message.content.chars().count(), parts = message.parts.len(), "generation ended");
+        // The answer as it is about to be written, for the history cache.
+        let written_answer = seed.as_ref().map(|_| Message {
+            status,
+            finish_reason: finish_reason.clone(),
+            usage,
+            error: error.as_ref().map(|(_, m)| m.clone()),
+            ..message.clone()
+        });
         let outcome = Outcome {
             status,
             content: message.content,
@@ -321,6 +340,13 @@ impl Generation {
         }
         if !written {
             return;
+        }
+        // Before the answer's end is published: a client that asks again on seeing it finds the
+        // history in memory.
+        if let (Some(seed), Some(answer)) = (seed, written_answer) {
+            self.inner
+                .history_cache
+                .complete(&self.chat_id, seed, answer);
         }
         let mut tail = Vec::new();
         if let Some((code, message)) = &error {

@@ -2,10 +2,12 @@
 //!
 //! The work is split by concern: `exchange.rs` starts answers (send, regenerate, repeated
 //! requests), `generation.rs` runs one, `snapshot.rs` tells where a running one stands,
-//! `recovery.rs` finishes those nobody runs any more, `plan.rs` plans the chat's streams.
+//! `recovery.rs` finishes those nobody runs any more, `plan.rs` plans the chat's streams,
+//! `history_cache.rs` keeps the recent history of chats answered here.
 
 mod exchange;
 mod generation;
+mod history_cache;
 mod plan;
 mod recovery;
 mod snapshot;
@@ -55,6 +57,11 @@ pub struct EngineSettings {
     pub instance_id: String,
     /// How long `stop` waits for the generation to write its final state.
     pub stop_wait: Duration,
+    /// The most text (in bytes, roughly) of recent chat histories kept in memory, so that a
+    /// chat's next question needs no history read before its first token; 0 keeps none. A
+    /// kept history is used only while the database says it is current (another instance's
+    /// change is never missed).
+    pub history_cache_bytes: usize,
 }
 
 impl Default for EngineSettings {
@@ -66,6 +73,7 @@ impl Default for EngineSettings {
             lease_ttl: Duration::from_secs(15),
             instance_id: format!("rill-{:016x}", rand_u64()),
             stop_wait: Duration::from_secs(10),
+            history_cache_bytes: 16 << 20,
         }
     }
 }
@@ -140,6 +148,7 @@ pub(crate) struct Inner {
     pub(crate) hand_over: CancellationToken,
     /// Set once the instance drains: no new exchange starts, and the reaper takes nothing over.
     pub(crate) draining: std::sync::atomic::AtomicBool,
+    pub(crate) history_cache: history_cache::HistoryCache,
 }
 
 /// A generation running in this process.
@@ -169,12 +178,17 @@ impl ChatEngine {
         bots: Vec<Bot>,
         settings: EngineSettings,
     ) -> Self {
+        let history_cache = history_cache::HistoryCache::new(
+            settings.history_cache_bytes,
+            settings.history_budget_chars,
+        );
         ChatEngine {
             inner: Arc::new(Inner {
                 store,
                 broker,
                 bots,
                 settings,
+                history_cache,
                 running: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
@@ -202,6 +216,12 @@ impl ChatEngine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// Questions whose history came from memory, and questions whose history was read from the
+    /// store, since the start (`rill_chat_history_cache_*_total`).
+    pub fn history_cache_counts(&self) -> (u64, u64) {
+        self.inner.history_cache.counts()
     }
 
     /// Creates a chat with `bot_id` for `user_id`.
@@ -240,6 +260,7 @@ impl ChatEngine {
         if !self.inner.store.delete_chat(user_id, chat_id).await? {
             return Err(ChatError::NotFound);
         }
+        self.inner.history_cache.forget(chat_id);
         let event = crate::protocol::ChatEvent::ChatDeleted {
             chat_id: chat_id.to_owned(),
         };

@@ -115,10 +115,10 @@ impl ChatEngine {
             return Ok(false);
         };
         let history = self.history(&message.chat_id, Some(question.seq)).await?;
-        let mut request = self.request(&bot, &message, history, None, AskOptions::default());
+        let mut request = self.request(&bot, &message, &history, None, AskOptions::default());
         request.prefill = message.parts.clone();
         tracing::info!(message_id = %message.id, chat_id = %message.chat_id, parts = message.parts.len(), "continuing a generation another instance could not finish");
-        self.spawn(bot, message, offset, request);
+        self.spawn(bot, message, offset, request, None);
         Ok(true)
     }
 

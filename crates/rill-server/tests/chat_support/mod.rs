@@ -16,7 +16,10 @@ use crate::support::{SseStream, TestServer, WAIT};
 /// A server with a chat engine on a temporary SQLite file, and bots that talk to `fake`.
 pub(crate) struct ChatServer {
     pub(crate) server: TestServer,
-    _dir: tempfile::TempDir,
+    /// The database's URL: [`ChatServer::another_instance`] shares it.
+    database: String,
+    /// The first instance keeps the database's folder.
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub(crate) fn bot(id: &str, provider: ProviderKind, base_url: Option<String>) -> BotConfig {
@@ -43,6 +46,21 @@ impl ChatServer {
     pub(crate) async fn with_config(fake: &FakeUpstream, config: Config) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display());
+        Self::on_database(fake, config, url, Some(dir)).await
+    }
+
+    /// A second instance on this one's database (with its own in-process broker): what one
+    /// stores, the other reads, as instances sharing PostgreSQL do.
+    pub(crate) async fn another_instance(&self, fake: &FakeUpstream) -> Self {
+        Self::on_database(fake, Config::default(), self.database.clone(), None).await
+    }
+
+    async fn on_database(
+        fake: &FakeUpstream,
+        config: Config,
+        url: String,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
         let store = rill_store::connect(&url).await.expect("store");
         let settings = ProviderSettings {
             connect_timeout: Duration::from_secs(2),
@@ -79,7 +97,11 @@ impl ChatServer {
             state.with_chat(engine)
         })
         .await;
-        ChatServer { server, _dir: dir }
+        ChatServer {
+            server,
+            database: url,
+            _dir: dir,
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
