@@ -121,10 +121,11 @@ fn cost_chars(m: &Message) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn msg(role: Role, status: MessageStatus, content: &str) -> Message {
+    /// A message with only what the prompt looks at.
+    pub(crate) fn msg(role: Role, status: MessageStatus, content: &str) -> Message {
         Message {
             id: String::new(),
             chat_id: String::new(),

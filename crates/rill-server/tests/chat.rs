@@ -424,14 +424,30 @@ async fn regenerate_answers_the_last_question_again() {
     );
 }
 
-/// Asks `content` in a streamed POST and reads it to its end (after `message.completed`).
-async fn ask_to_the_end(server: &ChatServer, chat: &str, content: &str) {
-    let response = server
-        .post_accepting(chat, "text/event-stream", content)
-        .await;
-    assert_eq!(response.status(), 200);
-    let body = response.text().await.expect("the answer");
-    assert!(body.contains("message.completed"), "{body}");
+/// Asks three questions in one chat, each on the server given for it, each read to its end
+/// (after `message.completed`), and checks the provider's last request carried all of them.
+async fn ask_three_questions(fake: &FakeUpstream, servers: [&ChatServer; 3]) {
+    let chat = servers[0].create_chat("openai").await;
+    for (n, server) in (1..).zip(servers) {
+        fake.push(Reply::tokens([format!("answer {n}")]));
+        let response = server
+            .post_accepting(&chat, "text/event-stream", &format!("question {n}"))
+            .await;
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.expect("the answer");
+        assert!(body.contains("message.completed"), "{body}");
+    }
+    assert_eq!(
+        last_request_contents(fake),
+        [
+            "Be brief.",
+            "question 1",
+            "answer 1",
+            "question 2",
+            "answer 2",
+            "question 3"
+        ]
+    );
 }
 
 /// The contents of the messages of the provider's last request.
@@ -467,22 +483,7 @@ async fn history_cache_counts(server: &ChatServer) -> (u64, u64) {
 async fn the_next_question_takes_the_history_kept_in_memory() {
     let fake = FakeUpstream::start().await;
     let server = ChatServer::start(&fake).await;
-    let chat = server.create_chat("openai").await;
-    for n in 1..=3 {
-        fake.push(Reply::tokens([format!("answer {n}")]));
-        ask_to_the_end(&server, &chat, &format!("question {n}")).await;
-    }
-    assert_eq!(
-        last_request_contents(&fake),
-        [
-            "Be brief.",
-            "question 1",
-            "answer 1",
-            "question 2",
-            "answer 2",
-            "question 3"
-        ]
-    );
+    ask_three_questions(&fake, [&server, &server, &server]).await;
     assert_eq!(
         history_cache_counts(&server).await,
         (2, 1),
@@ -497,24 +498,7 @@ async fn another_instances_answer_is_in_the_next_history_here() {
     let fake = FakeUpstream::start().await;
     let here = ChatServer::start(&fake).await;
     let there = here.another_instance(&fake).await;
-    let chat = here.create_chat("openai").await;
-    fake.push(Reply::tokens(["answer 1"]));
-    ask_to_the_end(&here, &chat, "question 1").await;
-    fake.push(Reply::tokens(["answer 2"]));
-    ask_to_the_end(&there, &chat, "question 2").await;
-    fake.push(Reply::tokens(["answer 3"]));
-    ask_to_the_end(&here, &chat, "question 3").await;
-    assert_eq!(
-        last_request_contents(&fake),
-        [
-            "Be brief.",
-            "question 1",
-            "answer 1",
-            "question 2",
-            "answer 2",
-            "question 3"
-        ]
-    );
+    ask_three_questions(&fake, [&here, &there, &here]).await;
     assert_eq!(
         history_cache_counts(&here).await,
         (0, 2),

@@ -215,22 +215,7 @@ mod tests {
     use super::*;
 
     fn message(role: Role, content: &str) -> Message {
-        Message {
-            id: content.to_owned(),
-            chat_id: "c".into(),
-            seq: 0,
-            role,
-            content: content.to_owned(),
-            parts: Vec::new(),
-            status: MessageStatus::Complete,
-            finish_reason: None,
-            usage: None,
-            error: None,
-            bot_id: None,
-            model: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        }
+        crate::prompt::tests::msg(role, MessageStatus::Complete, content)
     }
 
     fn revision(changes: i64) -> HistoryRevision {
