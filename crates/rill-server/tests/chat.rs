@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use chat_support::held_store::HeldStore;
 use chat_support::{ChatServer, data, delta_text, until_completed};
 use rand::{Rng, SeedableRng};
 use rill_server::Config;
@@ -503,6 +504,55 @@ async fn another_instances_answer_is_in_the_next_history_here() {
         history_cache_counts(&here).await,
         (0, 2),
         "the kept history was not current"
+    );
+}
+
+/// Another instance's answer, still being written when this instance read the history for its
+/// next question and written in full before this one's question was stored, reaches the model
+/// in full: the history is read again.
+#[tokio::test]
+async fn an_answer_finished_elsewhere_during_the_exchange_is_sent_in_full() {
+    let fake = FakeUpstream::start().await;
+    let there = ChatServer::start(&fake).await;
+    let mut held = None;
+    let here = there
+        .another_instance_with(&fake, |store| {
+            let store = HeldStore::new(store);
+            held = Some(store.clone());
+            store
+        })
+        .await;
+    let held = held.expect("the held store");
+    let chat = there.create_chat("openai").await;
+
+    // There: an answer that takes a while.
+    fake.push(
+        Reply::tokens(["slow ", "answer ", "there"]).token_interval(Duration::from_millis(150)),
+    );
+    let answering = there
+        .post_accepting(&chat, "text/event-stream", "question there")
+        .await;
+    assert_eq!(answering.status(), 200);
+
+    // Here: the question's insert waits until that answer is written; its history read does not.
+    let release = held.hold_next_insert();
+    fake.push(Reply::tokens(["answer here"]));
+    let race = async {
+        held.listed_while_holding().await;
+        let body = answering.text().await.expect("the answer there");
+        assert!(body.contains("message.completed"), "{body}");
+        let _ = release.send(());
+    };
+    let (id, ()) = tokio::join!(here.send(&chat, "question here"), race);
+    here.final_message(&chat, &id).await;
+    assert_eq!(
+        last_request_contents(&fake),
+        [
+            "Be brief.",
+            "question there",
+            "slow answer there",
+            "question here"
+        ]
     );
 }
 

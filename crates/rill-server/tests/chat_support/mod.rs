@@ -2,10 +2,13 @@
 //! talk to a fake upstream, and helpers to read chat streams. Shared by the chat test files.
 #![allow(dead_code, unreachable_pub)] // Each test file uses a part of it.
 
+pub(crate) mod held_store;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use rill_chat::{Bot, ChatEngine, EngineSettings};
-use rill_core::{BotConfig, ProviderKind};
+use rill_core::{BotConfig, ProviderKind, Store};
 use rill_providers::ProviderSettings;
 use rill_server::{AppState, Config};
 use rill_test_support::fake_upstream::{FakeUpstream, closed_port_url};
@@ -46,22 +49,34 @@ impl ChatServer {
     pub(crate) async fn with_config(fake: &FakeUpstream, config: Config) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("chat.db").display());
-        Self::on_database(fake, config, url, Some(dir)).await
+        let store = rill_store::connect(&url).await.expect("store");
+        Self::on_store(fake, config, store, url, Some(dir)).await
     }
 
     /// A second instance on this one's database (with its own in-process broker): what one
     /// stores, the other reads, as instances sharing PostgreSQL do.
     pub(crate) async fn another_instance(&self, fake: &FakeUpstream) -> Self {
-        Self::on_database(fake, Config::default(), self.database.clone(), None).await
+        self.another_instance_with(fake, |store| store).await
     }
 
-    async fn on_database(
+    /// [`ChatServer::another_instance`], its store wrapped by `wrap`.
+    pub(crate) async fn another_instance_with(
+        &self,
+        fake: &FakeUpstream,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Self {
+        let store = rill_store::connect(&self.database).await.expect("store");
+        let url = self.database.clone();
+        Self::on_store(fake, Config::default(), wrap(store), url, None).await
+    }
+
+    async fn on_store(
         fake: &FakeUpstream,
         config: Config,
+        store: Arc<dyn Store>,
         url: String,
         dir: Option<tempfile::TempDir>,
     ) -> Self {
-        let store = rill_store::connect(&url).await.expect("store");
         let settings = ProviderSettings {
             connect_timeout: Duration::from_secs(2),
             first_token_timeout: Duration::from_secs(3),
