@@ -16,7 +16,7 @@
 //! - it is completed when the answer's final state is written (one change more), with the
 //!   answer as written.
 //!
-//! Bounded by the bytes of text it holds; the least recently used chats go first.
+//! Bounded by the bytes of text it holds (and 4,096 chats); the least recently used go first.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +29,9 @@ use crate::prompt::window_start;
 
 /// Room per message beyond its text: ids, the struct, the entry.
 const MESSAGE_OVERHEAD: usize = 256;
+
+/// The most chats kept, whatever their size: bounds the eviction's scan.
+const MAX_CHATS: usize = 4_096;
 
 pub(crate) struct HistoryCache {
     limit_bytes: usize,
@@ -137,9 +140,11 @@ impl HistoryCache {
         if bytes > self.limit_bytes {
             return;
         }
-        // The least recently used go first. A linear scan: evictions are rare next to reads,
-        // and the entries are few (each holds up to a whole history budget).
-        while state.bytes.saturating_add(bytes) > self.limit_bytes {
+        // The least recently used go first. A linear scan over at most `MAX_CHATS` entries
+        // (tens of microseconds), when an answer is written, never before a first token.
+        while state.bytes.saturating_add(bytes) > self.limit_bytes
+            || state.entries.len() >= MAX_CHATS
+        {
             let Some(oldest) = state
                 .entries
                 .iter()
@@ -281,6 +286,17 @@ mod tests {
         assert_eq!(cache.bytes(), 2 * one);
         cache.forget("a");
         assert_eq!(cache.bytes(), one);
+    }
+
+    #[test]
+    fn at_most_max_chats_are_kept_however_small() {
+        let cache = HistoryCache::new(usize::MAX, 1_000);
+        for n in 0..=MAX_CHATS {
+            cache.put(&n.to_string(), revision(1), vec![message(Role::User, "q")]);
+        }
+        assert_eq!(lock(&cache.state).entries.len(), MAX_CHATS);
+        assert!(cache.get("0", revision(1)).is_none(), "the oldest went");
+        assert!(cache.get(&MAX_CHATS.to_string(), revision(1)).is_some());
     }
 
     #[test]
