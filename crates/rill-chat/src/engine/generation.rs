@@ -140,14 +140,16 @@ impl Generation {
                     }
                     Some(Ok(event)) => {
                         writer.push(event, &mut events);
-                        let token = events.iter().any(|e| matches!(e, ChatEvent::Delta { .. }));
+                        let token = first_token
+                            && events.iter().any(|e| matches!(e, ChatEvent::Delta { .. }));
                         for event in events.drain(..) {
                             if let Err(error) = self.publish(topic, event).await {
                                 tracing::warn!(%error, "the event broker failed mid-answer; ending it");
                                 return Ending::BrokerFailed;
                             }
                         }
-                        if token && std::mem::take(&mut first_token) {
+                        if token {
+                            first_token = false;
                             // The readers' tasks were just woken with the answer's first
                             // token: let them write it before this task takes the thread for
                             // the next ones (a model that streams faster than the network
