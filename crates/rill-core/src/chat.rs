@@ -182,7 +182,7 @@ pub struct Chat {
     pub updated_at_ms: i64,
     /// Where the chat's history stands when this was read. Not sent to clients.
     #[serde(skip)]
-    pub history: HistoryRevision,
+    pub history_revision: HistoryRevision,
 }
 
 /// Where a chat's history stands: a value that changes whenever a message is added to the

@@ -162,16 +162,8 @@ async fn the_provider_gets_the_system_prompt_and_history() {
     fake.push(Reply::tokens(["second answer"]));
     let id = server.send(&chat, "second question").await;
     server.final_message(&chat, &id).await;
-    let requests = fake.requests();
-    let last = &requests.last().expect("a request").body;
-    let contents: Vec<&str> = last["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter_map(|m| m["content"].as_str())
-        .collect();
     assert_eq!(
-        contents,
+        last_request_contents(&fake),
         [
             "Be brief.",
             "first question",

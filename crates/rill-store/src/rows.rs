@@ -25,7 +25,7 @@ impl ChatRow {
             title: self.title,
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
-            history: HistoryRevision {
+            history_revision: HistoryRevision {
                 chat_seq: self.seq,
                 changes: self.history_changes,
             },

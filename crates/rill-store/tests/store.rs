@@ -1088,10 +1088,10 @@ async fn the_history_revision_moves_with_every_change_a_model_would_see(db: Db) 
             .await
             .step("get chat")
             .expect("the chat")
-            .history
+            .history_revision
     };
     let start = revision().await;
-    assert_eq!(start, chat.history, "created as read");
+    assert_eq!(start, chat.history_revision, "created as read");
     assert_eq!(start.changes, 0);
 
     let (_, answer) = store
@@ -1171,6 +1171,9 @@ async fn the_history_revision_moves_with_every_change_a_model_would_see(db: Db) 
         .create_chat_with_id("alice", "demo", "reused-id")
         .await
         .step("create again");
-    assert_eq!(again.history.changes, mine.history.changes);
-    assert_ne!(again.history, mine.history);
+    assert_eq!(
+        again.history_revision.changes,
+        mine.history_revision.changes
+    );
+    assert_ne!(again.history_revision, mine.history_revision);
 }

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use rill_core::chat::{
-    Chat, Lease, Message, MessageStatus, NewMessage, Outcome, PageCursor, Part, Role,
+    Chat, HistoryRevision, Lease, Message, MessageStatus, NewMessage, Outcome, PageCursor, Part,
+    Role,
 };
 use rill_core::{
     CompletionRequest, Published, RequestContext, StoreError, ToolChoice, ToolSpec, Topic,
@@ -281,18 +282,19 @@ impl ChatEngine {
         // The placeholder carries the generation's lease: no write of its own before the
         // first token.
         let placeholder = self.placeholder(chat_id, &bot);
+        // Words and no tool results: the only exchange whose history the cache serves and
+        // keeps (recording tool results just now changed the chat's revision).
+        let plain_question = matches!(
+            ask,
+            Ask::New(q) if !q.content.is_empty() && q.tool_results.is_empty()
+        );
         // The question, the answer's placeholder, whether the question is new, and how much
         // of the history the model sees (a regeneration stops at its question: the answers
         // after it are the ones being replaced).
         // `earlier`: for a new question (and only then), the history before it, read while it
         // is stored.
         let (question, answer, up_to, earlier) = match ask {
-            Ask::New(Question {
-                content,
-                key,
-                tool_results,
-                ..
-            }) if !content.is_empty() => {
+            Ask::New(Question { content, key, .. }) if !content.is_empty() => {
                 let user = NewMessage {
                     chat_id: chat_id.to_owned(),
                     role: Role::User,
@@ -304,13 +306,13 @@ impl ChatEngine {
                     lease: None,
                 };
                 // The history before the question: from memory when this instance knows it at
-                // the revision the chat was read at (tool results recorded just now changed
-                // it). Otherwise it is read while the question is stored (on two connections of
-                // a pool): one wait fewer before the first token. Nothing else can add to the
-                // chat meanwhile (one exchange at a time).
-                let cached = match tool_results.is_empty() {
-                    true => self.inner.history_cache.get(chat_id, chat.history),
-                    false => None,
+                // the revision the chat was read at. Otherwise it is read while the question is
+                // stored (on two connections of a pool): one wait fewer before the first token.
+                // Nothing else can add to the chat meanwhile (one exchange at a time).
+                let cached = if plain_question {
+                    self.inner.history_cache.get(chat_id, chat.history_revision)
+                } else {
+                    None
                 };
                 let (inserted, earlier) = match cached {
                     Some(history) => (
@@ -384,9 +386,7 @@ impl ChatEngine {
         self.record_exchange_start(&answer.id, &start);
         // Whether this instance can keep the history once the answer is written: the exchange
         // is a plain question, and the history has no other answer still being written.
-        let mut keep = new_question
-            && self.inner.history_cache.enabled()
-            && matches!(ask, Ask::New(q) if q.tool_results.is_empty());
+        let mut keep = plain_question && self.inner.history_cache.enabled();
         let history = match earlier {
             Some(earlier) => {
                 let mut history = earlier?;
@@ -412,10 +412,7 @@ impl ChatEngine {
         };
         // Counted from the revision read before the history: a change by anyone else since
         // then makes the chat's revision come out higher, and the kept history unused.
-        let seed = keep.then(|| Seed {
-            revision: chat.history.after(EXCHANGE_CHANGES),
-            messages: Vec::new(),
-        });
+        let keep_at = keep.then(|| chat.history_revision.after(EXCHANGE_CHANGES));
         self.start(
             bot,
             answer.clone(),
@@ -423,7 +420,7 @@ impl ChatEngine {
             history,
             user_id,
             options,
-            seed,
+            keep_at,
         );
         Ok(Sent {
             user_message: question,
@@ -639,7 +636,8 @@ impl ChatEngine {
     }
 
     /// Spawns the generation of `message`, whose `message.created` is at `offset`.
-    /// With a `seed` (its messages empty), the history is kept in it for the history cache.
+    /// With `keep_at`, the history goes to the history cache with the answer, as the chat's
+    /// history at that revision once the answer is written.
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -649,12 +647,12 @@ impl ChatEngine {
         history: Vec<Message>,
         user: &str,
         options: AskOptions,
-        seed: Option<Seed>,
+        keep_at: Option<HistoryRevision>,
     ) {
         let request = self.request(&bot, &message, &history, Some(user), options);
-        let seed = seed.map(|seed| Seed {
+        let seed = keep_at.map(|revision| Seed {
+            revision,
             messages: history,
-            ..seed
         });
         self.spawn(bot, message, offset, request, seed);
     }
